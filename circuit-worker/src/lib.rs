@@ -1,0 +1,1 @@
+//! circuit-worker library (placeholder).

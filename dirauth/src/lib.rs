@@ -1,0 +1,1 @@
+//! dirauth library (placeholder).

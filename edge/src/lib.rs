@@ -1,0 +1,1 @@
+//! edge library (placeholder).

@@ -1,0 +1,34 @@
+//! `proto`: Tor's wire protocol as a sans-io library.
+//!
+//! Everything here takes bytes (plus injected time and randomness) and returns bytes,
+//! keys or events. No sockets, no clocks, no global RNG: the binaries (`edge`,
+//! `circuit-worker`, `dirauth`) own I/O and call into this crate, and tests replay the
+//! specification's and C tor's vectors by injecting keys and clocks.
+//!
+//! Module map (names follow the Tor specifications so a reader can grep them):
+//! - [`cell`]: channel cells, tor-spec §3–§4 (framing for link versions 3–5, VERSIONS,
+//!   CERTS, AUTH_CHALLENGE, AUTHENTICATE, NETINFO, CREATE*, DESTROY, PADDING_NEGOTIATE).
+//! - [`relay_cell`]: relay cells and messages, tor-spec §6 (BEGIN … RESOLVED, SENDME, EXTEND2).
+//! - [`linkspec`]: link specifiers, tor-spec §5.1.2.
+//! - [`cert`]: Ed25519 certificates (cert-spec §2), the RSA identity X.509 certificate and
+//!   the RSA→Ed25519 cross-certificate.
+//! - [`handshake`]: circuit handshakes: CREATE_FAST (KDF-TOR), ntor, ntor v3.
+//! - [`crypto`]: the tor1 relay-crypto layer (tor-spec §5.2, §6.1).
+//! - [`keys`]: the relay identity bundle and its on-disk format.
+//! - [`rpc`]: the edge↔worker gRPC schema (the only module that names tonic).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cell;
+pub mod cert;
+pub mod crypto;
+pub mod error;
+pub mod handshake;
+pub mod ids;
+pub mod keys;
+pub mod linkspec;
+pub mod relay_cell;
+pub mod rpc;
+
+pub use error::{Error, Result};
+pub use ids::{CircId, Ed25519Identity, RsaIdentity, StreamId};
