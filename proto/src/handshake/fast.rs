@@ -145,6 +145,17 @@ mod tests {
         assert!(server_handshake(&mut OsRng, &[]).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let s = server_handshake(&mut OsRng, &b);
+            proptest::prop_assert_eq!(s.is_ok(), b.len() == CREATE_FAST_LEN);
+            let (c, _) = CreateFastClient::start(&mut OsRng);
+            // A random reply has a 2^-160 chance of a valid KH.
+            proptest::prop_assert!(c.finish(&b).is_err());
+        }
+    }
+
     #[test]
     fn kh_comes_first() {
         // KDF-TOR(X|Y) = KH | Df | Db | Kf | Kb.
@@ -159,6 +170,9 @@ mod tests {
         assert_eq!(&reply[20..], &raw[..20]);
         assert_eq!(&keys.df, &raw[20..40]);
         assert_eq!(&keys.kb, &raw[76..92]);
-        assert_eq!(format!("{:?}", CreateFastClient::start_with_x(x).0), "CreateFastClient([redacted])");
+        assert_eq!(
+            format!("{:?}", CreateFastClient::start_with_x(x).0),
+            "CreateFastClient([redacted])"
+        );
     }
 }

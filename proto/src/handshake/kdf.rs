@@ -108,9 +108,15 @@ mod tests {
         // Block i is SHA1(k0 | i): check the second block directly.
         let mut out = [0u8; 45];
         kdf_tor(b"abc", &mut out).unwrap();
-        let b1 = Sha1::new().chain_update(b"abc").chain_update([1u8]).finalize();
+        let b1 = Sha1::new()
+            .chain_update(b"abc")
+            .chain_update([1u8])
+            .finalize();
         assert_eq!(&out[20..40], &b1[..]);
-        let b2 = Sha1::new().chain_update(b"abc").chain_update([2u8]).finalize();
+        let b2 = Sha1::new()
+            .chain_update(b"abc")
+            .chain_update([2u8])
+            .finalize();
         assert_eq!(&out[40..45], &b2[..5]);
     }
 
@@ -119,7 +125,10 @@ mod tests {
         let mut ok = vec![0u8; KDF_TOR_MAX];
         assert!(kdf_tor(b"x", &mut ok).is_ok());
         let mut too_long = vec![0u8; KDF_TOR_MAX + 1];
-        assert_eq!(kdf_tor(b"x", &mut too_long), Err(Error::TooLarge("KDF-TOR output")));
+        assert_eq!(
+            kdf_tor(b"x", &mut too_long),
+            Err(Error::TooLarge("KDF-TOR output"))
+        );
     }
 
     #[test]

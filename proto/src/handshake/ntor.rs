@@ -28,7 +28,7 @@ use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::exact;
-use super::kdf::{ntor_kdf, NTOR_PROTOID};
+use super::kdf::{NTOR_PROTOID, ntor_kdf};
 use crate::crypto::Tor1Keys;
 use crate::{Error, Result, RsaIdentity};
 
@@ -202,7 +202,14 @@ impl NtorClient {
         let yx = self.x.diffie_hellman(&PublicKey::from(y));
         let bx = self.x.diffie_hellman(&PublicKey::from(self.b));
         let bad = is_zero(&yx) | is_zero(&bx);
-        let (auth, keys) = derive(yx.as_bytes(), bx.as_bytes(), &self.id, &self.b, &self.x_pub, &y)?;
+        let (auth, keys) = derive(
+            yx.as_bytes(),
+            bx.as_bytes(),
+            &self.id,
+            &self.b,
+            &self.x_pub,
+            &y,
+        )?;
         let good = auth.ct_eq(&reply[32..]) & !bad;
         if bool::from(good) {
             Ok(keys)
@@ -259,7 +266,14 @@ pub fn server_handshake_with_key(
     let xy = y.diffie_hellman(&x_pk);
     let xb = key.secret().diffie_hellman(&x_pk);
     let bad = is_zero(&xy) | is_zero(&xb) | !found;
-    let (auth, tor1) = derive(xy.as_bytes(), xb.as_bytes(), my_id, &key.public_bytes(), &x, &y_pub)?;
+    let (auth, tor1) = derive(
+        xy.as_bytes(),
+        xb.as_bytes(),
+        my_id,
+        &key.public_bytes(),
+        &x,
+        &y_pub,
+    )?;
     if bool::from(bad) {
         return Err(Error::Handshake("ntor: unknown KEYID or degenerate key"));
     }
@@ -275,7 +289,10 @@ mod tests {
     use rand::rngs::OsRng;
 
     fn setup() -> (Vec<NtorOnionKey>, RsaIdentity) {
-        let keys = vec![NtorOnionKey::generate(&mut OsRng), NtorOnionKey::generate(&mut OsRng)];
+        let keys = vec![
+            NtorOnionKey::generate(&mut OsRng),
+            NtorOnionKey::generate(&mut OsRng),
+        ];
         (keys, RsaIdentity([7; 20]))
     }
 
@@ -299,7 +316,10 @@ mod tests {
             let mut bad = reply;
             bad[i] ^= 0x80;
             let c = NtorClient::start_with_key(x.clone(), &id, &keys[0].public_bytes()).0;
-            assert!(matches!(c.finish(&bad), Err(Error::Handshake(_))), "byte {i}");
+            assert!(
+                matches!(c.finish(&bad), Err(Error::Handshake(_))),
+                "byte {i}"
+            );
         }
         let c = NtorClient::start_with_key(x, &id, &keys[0].public_bytes()).0;
         assert!(matches!(c.finish(&reply[..63]), Err(Error::Truncated(_))));
@@ -315,11 +335,17 @@ mod tests {
         // Unknown KEYID.
         let mut bad = skin;
         bad[20] ^= 1;
-        assert!(matches!(server_handshake(&mut OsRng, &keys, &id, &bad), Err(Error::Handshake(_))));
+        assert!(matches!(
+            server_handshake(&mut OsRng, &keys, &id, &bad),
+            Err(Error::Handshake(_))
+        ));
         // All-zero client key (a low-order point gives a zero shared secret).
         let mut zero = skin;
         zero[52..].fill(0);
-        assert!(matches!(server_handshake(&mut OsRng, &keys, &id, &zero), Err(Error::Handshake(_))));
+        assert!(matches!(
+            server_handshake(&mut OsRng, &keys, &id, &zero),
+            Err(Error::Handshake(_))
+        ));
         // Lengths.
         assert!(server_handshake(&mut OsRng, &keys, &id, &skin[..83]).is_err());
         let mut long = skin.to_vec();
@@ -340,6 +366,24 @@ mod tests {
         forged[20..52].copy_from_slice(&keys[0].public_bytes());
         let (reply, _) = server_handshake(&mut OsRng, &keys, &id, &forged).unwrap();
         assert!(client.finish(&reply).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn server_never_panics(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)) {
+            // Our NODEID followed by arbitrary bytes: every length and key value is exercised.
+            let keys = [NtorOnionKey::from_secret_bytes([3; 32])];
+            let id = RsaIdentity([7; 20]);
+            let skin = [&id.0[..], &tail].concat();
+            let r = server_handshake(&mut OsRng, &keys, &id, &skin);
+            proptest::prop_assert!(r.is_err() || (tail.len() == 64 && tail[..32] == keys[0].public_bytes()));
+        }
+
+        #[test]
+        fn client_never_panics(reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)) {
+            let (c, _) = NtorClient::start(&mut OsRng, &RsaIdentity([7; 20]), &[9; 32]);
+            proptest::prop_assert!(c.finish(&reply).is_err());
+        }
     }
 
     #[test]

@@ -41,8 +41,8 @@ use subtle::{Choice, ConstantTimeEq};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::kdf::{encap_len, ShakeKdf};
-use super::ntor::{is_zero, select_onion_key, NtorOnionKey};
+use super::kdf::{ShakeKdf, encap_len};
+use super::ntor::{NtorOnionKey, is_zero, select_onion_key};
 use crate::crypto::Tor1Keys;
 use crate::{Ed25519Identity, Error, Result};
 
@@ -117,8 +117,8 @@ fn msg_mac(
     d.finalize().into()
 }
 
-/// Everything after both DH operations: `(AUTH, server-message key, tor1 keys)`, given the
-/// encrypted server message.
+/// What both DH outputs yield: the server-message key, the hop's keys, and `verify` (input to
+/// AUTH, which also needs the encrypted server message).
 struct Final {
     enc_key: Zeroizing<[u8; 32]>,
     keys: Tor1Keys,
@@ -389,7 +389,9 @@ impl NtorV3PendingReply {
     /// Like [`reply`](Self::reply) with an explicit ephemeral `y`; for replaying test vectors.
     pub fn reply_with_key(self, y: StaticSecret, server_msg: &[u8]) -> Result<(Vec<u8>, Tor1Keys)> {
         if server_msg.is_empty() {
-            return Err(Error::InvalidValue("ntor v3 server message must not be empty"));
+            return Err(Error::InvalidValue(
+                "ntor v3 server message must not be empty",
+            ));
         }
         let y_pub = PublicKey::from(&y).to_bytes();
         let xy = y.diffie_hellman(&PublicKey::from(self.x));
@@ -468,6 +470,9 @@ impl CircExtension {
 
 /// Encodes `N u8 | N × [type u8 | len u8 | body]`. An empty list encodes as `00`.
 ///
+/// Extensions are written in the given order; prop 332 §A.2 says they SHOULD be in ascending
+/// type order (as C tor and arti send them), which is the caller's job.
+///
 /// Errors with [`Error::TooLarge`] for more than 255 extensions or a body over 255 bytes, and
 /// [`Error::InvalidValue`] for an `Unrecognized` whose type is one of the known ones.
 pub fn encode_extensions(exts: &[CircExtension]) -> Result<Vec<u8>> {
@@ -484,7 +489,9 @@ pub fn encode_extensions(exts: &[CircExtension]) -> Result<Vec<u8>> {
             CircExtension::SubprotoRequest(b) => b,
             CircExtension::Unrecognized { ty, body } => {
                 if (EXT_CC_REQUEST..=EXT_SUBPROTO_REQUEST).contains(ty) {
-                    return Err(Error::InvalidValue("Unrecognized extension with a known type"));
+                    return Err(Error::InvalidValue(
+                        "Unrecognized extension with a known type",
+                    ));
                 }
                 body
             }
@@ -504,9 +511,7 @@ pub fn encode_extensions(exts: &[CircExtension]) -> Result<Vec<u8>> {
 /// [`Error::TrailingBytes`] for bytes after the last extension; [`Error::InvalidValue`] for a
 /// known type with a malformed body (CC request with a body, CC response not 1 byte).
 pub fn parse_extensions(mut b: &[u8]) -> Result<Vec<CircExtension>> {
-    let (&n, rest) = b
-        .split_first()
-        .ok_or(Error::Truncated("extension count"))?;
+    let (&n, rest) = b.split_first().ok_or(Error::Truncated("extension count"))?;
     b = rest;
     let mut out = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
@@ -553,7 +558,10 @@ mod tests {
     use rand::rngs::OsRng;
 
     fn setup() -> (Vec<NtorOnionKey>, Ed25519Identity) {
-        let keys = vec![NtorOnionKey::generate(&mut OsRng), NtorOnionKey::generate(&mut OsRng)];
+        let keys = vec![
+            NtorOnionKey::generate(&mut OsRng),
+            NtorOnionKey::generate(&mut OsRng),
+        ];
         (keys, Ed25519Identity([9; 32]))
     }
 
@@ -562,10 +570,14 @@ mod tests {
         let (keys, id) = setup();
         for k in &keys {
             let cm = encode_extensions(&[CircExtension::CcRequest]).unwrap();
-            let (client, skin) = NtorV3Client::start(&mut OsRng, &id, &k.public_bytes(), &cm).unwrap();
+            let (client, skin) =
+                NtorV3Client::start(&mut OsRng, &id, &k.public_bytes(), &cm).unwrap();
             assert_eq!(skin.len(), NTOR3_ONIONSKIN_OVERHEAD + cm.len());
             let (got_cm, pending) = server_handshake(&keys, &id, &skin).unwrap();
-            assert_eq!(parse_extensions(&got_cm).unwrap(), vec![CircExtension::CcRequest]);
+            assert_eq!(
+                parse_extensions(&got_cm).unwrap(),
+                vec![CircExtension::CcRequest]
+            );
             let sm = encode_extensions(&[CircExtension::CcResponse { sendme_inc: 31 }]).unwrap();
             let (reply, skeys) = pending.reply(&mut OsRng, &sm).unwrap();
             let (got_sm, ckeys) = client.finish(&reply).unwrap();
@@ -580,7 +592,10 @@ mod tests {
         let (_, skin) =
             NtorV3Client::start(&mut OsRng, &id, &keys[0].public_bytes(), &[0]).unwrap();
         let (_, pending) = server_handshake(&keys, &id, &skin).unwrap();
-        assert!(matches!(pending.reply(&mut OsRng, &[]), Err(Error::InvalidValue(_))));
+        assert!(matches!(
+            pending.reply(&mut OsRng, &[]),
+            Err(Error::InvalidValue(_))
+        ));
         assert_eq!(encode_extensions(&[]).unwrap(), vec![0]);
     }
 
@@ -603,7 +618,10 @@ mod tests {
         // Wrong identity.
         assert!(server_handshake(&keys, &Ed25519Identity([1; 32]), &skin).is_err());
         // Truncated.
-        assert!(matches!(server_handshake(&keys, &id, &skin[..127]), Err(Error::Truncated(_))));
+        assert!(matches!(
+            server_handshake(&keys, &id, &skin[..127]),
+            Err(Error::Truncated(_))
+        ));
         assert!(server_handshake(&[], &id, &skin).is_err());
     }
 
@@ -612,16 +630,24 @@ mod tests {
         let (keys, id) = setup();
         let x = StaticSecret::random_from_rng(OsRng);
         let b = keys[1].public_bytes();
-        let start = || NtorV3Client::start_with_key(x.clone(), &id, &b, &[0], NTOR3_CIRC_VERIFICATION).unwrap();
+        let start = || {
+            NtorV3Client::start_with_key(x.clone(), &id, &b, &[0], NTOR3_CIRC_VERIFICATION).unwrap()
+        };
         let (_, skin) = start();
         let (_, pending) = server_handshake(&keys, &id, &skin).unwrap();
         let (reply, _) = pending.reply(&mut OsRng, &[0]).unwrap();
         for i in 0..reply.len() {
             let mut bad = reply.clone();
             bad[i] ^= 0x10;
-            assert!(matches!(start().0.finish(&bad), Err(Error::Handshake(_))), "byte {i}");
+            assert!(
+                matches!(start().0.finish(&bad), Err(Error::Handshake(_))),
+                "byte {i}"
+            );
         }
-        assert!(matches!(start().0.finish(&reply[..63]), Err(Error::Truncated(_))));
+        assert!(matches!(
+            start().0.finish(&reply[..63]),
+            Err(Error::Truncated(_))
+        ));
         assert!(start().0.finish(&reply).is_ok());
     }
 
@@ -637,32 +663,65 @@ mod tests {
 
     #[test]
     fn extension_errors() {
-        assert_eq!(parse_extensions(&[]), Err(Error::Truncated("extension count")));
+        assert_eq!(
+            parse_extensions(&[]),
+            Err(Error::Truncated("extension count"))
+        );
         assert!(matches!(parse_extensions(&[1]), Err(Error::Truncated(_))));
-        assert!(matches!(parse_extensions(&[1, 5]), Err(Error::Truncated(_))));
-        assert!(matches!(parse_extensions(&[1, 5, 2, 0]), Err(Error::Truncated(_))));
-        assert!(matches!(parse_extensions(&[0, 0]), Err(Error::TrailingBytes(_))));
-        assert!(matches!(parse_extensions(&[1, 1, 1, 0]), Err(Error::InvalidValue(_))));
-        assert!(matches!(parse_extensions(&[1, 2, 0]), Err(Error::InvalidValue(_))));
-        assert!(matches!(parse_extensions(&[1, 2, 2, 1, 1]), Err(Error::InvalidValue(_))));
+        assert!(matches!(
+            parse_extensions(&[1, 5]),
+            Err(Error::Truncated(_))
+        ));
+        assert!(matches!(
+            parse_extensions(&[1, 5, 2, 0]),
+            Err(Error::Truncated(_))
+        ));
+        assert!(matches!(
+            parse_extensions(&[0, 0]),
+            Err(Error::TrailingBytes(_))
+        ));
+        assert!(matches!(
+            parse_extensions(&[1, 1, 1, 0]),
+            Err(Error::InvalidValue(_))
+        ));
+        assert!(matches!(
+            parse_extensions(&[1, 2, 0]),
+            Err(Error::InvalidValue(_))
+        ));
+        assert!(matches!(
+            parse_extensions(&[1, 2, 2, 1, 1]),
+            Err(Error::InvalidValue(_))
+        ));
         let big = vec![CircExtension::CcRequest; 256];
         assert!(matches!(encode_extensions(&big), Err(Error::TooLarge(_))));
         let body = CircExtension::SubprotoRequest(vec![0; 256]);
-        assert!(matches!(encode_extensions(&[body]), Err(Error::TooLarge(_))));
-        let fake = CircExtension::Unrecognized { ty: 2, body: vec![] };
+        assert!(matches!(
+            encode_extensions(&[body]),
+            Err(Error::TooLarge(_))
+        ));
+        let fake = CircExtension::Unrecognized {
+            ty: 2,
+            body: vec![],
+        };
         assert!(encode_extensions(&[fake]).is_err());
     }
 
     #[test]
     fn extension_known_bytes() {
         // C tor's CC request message and a typical CC response (sendme_inc = 31).
-        assert_eq!(encode_extensions(&[CircExtension::CcRequest]).unwrap(), [1, 1, 0]);
+        assert_eq!(
+            encode_extensions(&[CircExtension::CcRequest]).unwrap(),
+            [1, 1, 0]
+        );
         let exts = parse_extensions(&[2, 2, 1, 31, 9, 2, 0xab, 0xcd]).unwrap();
         assert_eq!(
             exts,
             vec![
                 CircExtension::CcResponse { sendme_inc: 31 },
-                CircExtension::Unrecognized { ty: 9, body: vec![0xab, 0xcd] }
+                CircExtension::Unrecognized {
+                    ty: 9,
+                    body: vec![0xab, 0xcd]
+                }
             ]
         );
         let dup = parse_extensions(&[2, 2, 1, 31, 2, 1, 30]).unwrap();
