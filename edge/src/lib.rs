@@ -31,7 +31,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Command line of the `edge` binary.
 #[derive(Debug, Parser)]
-#[command(name = "edge", version, about = "Tor relay edge: ORPort front end of a relay cluster")]
+#[command(
+    name = "edge",
+    version,
+    about = "Tor relay edge: ORPort front end of a relay cluster"
+)]
 pub struct Cli {
     /// TOML configuration file; every option has a default (see deploy/config/edge.toml).
     /// Environment variables `EDGE__<SECTION>__<KEY>` override it, e.g.
@@ -145,7 +149,10 @@ mod tests {
         execute(cli, &env, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("keys_dir = \"/srv/keys\""), "{text}");
-        assert!(text.contains("[orport]\nlisten = \"127.0.0.1:9001\""), "{text}");
+        assert!(
+            text.contains("[orport]\nlisten = \"127.0.0.1:9001\""),
+            "{text}"
+        );
     }
 
     #[tokio::test]

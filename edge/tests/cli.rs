@@ -67,8 +67,11 @@ fn check_config_shows_defaults_file_and_env_overrides() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("edge.toml");
-    std::fs::write(&file, "keys_dir = \"/from/file\"\n[orport]\nlisten = \"127.0.0.1:1\"\n")
-        .unwrap();
+    std::fs::write(
+        &file,
+        "keys_dir = \"/from/file\"\n[orport]\nlisten = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
     let out = output(
         edge()
             .arg("check-config")
@@ -80,6 +83,10 @@ fn check_config_shows_defaults_file_and_env_overrides() {
     let shown = text(&out.stdout);
     assert!(shown.contains("keys_dir = \"/from/file\""), "{shown}");
     assert!(shown.contains("listen = \"0.0.0.0:9443\""), "{shown}");
+    assert!(
+        !shown.contains("\"127.0.0.1:1\""),
+        "env beats file: {shown}"
+    );
     assert!(shown.contains("\"http://w0:9201\""), "{shown}");
     assert!(shown.contains("\"http://w1:9201\""), "{shown}");
 
@@ -96,7 +103,11 @@ fn bad_configuration_fails_and_names_the_key() {
             .env(format!("{ENV}__METRICS__LISTEN"), "nowhere"),
     );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("metrics.listen"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("metrics.listen"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = output(edge().args(["--config", "/nonexistent/edge.toml", "check-config"]));
     assert!(!out.status.success());
@@ -186,6 +197,7 @@ fn run_serves_metrics_and_exits_cleanly_on_sigterm() {
     while let Ok(line) = lines.try_recv() {
         seen.push(line);
     }
-    let status = status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", seen.join("\n")));
+    let status =
+        status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", seen.join("\n")));
     assert!(status.success(), "{status}; log:\n{}", seen.join("\n"));
 }

@@ -343,17 +343,15 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 async fn handle_connection(mut stream: TcpStream, handle: PrometheusHandle, limits: HttpLimits) {
-    let response = match tokio::time::timeout(
-        limits.read_timeout,
-        read_head(&mut stream, limits.max_head),
-    )
-    .await
-    {
-        Ok(Ok(Head::Complete(head))) => respond(&head, &handle),
-        Ok(Ok(Head::TooLarge)) => simple_response(431, "Request Header Fields Too Large"),
-        // Timed out, closed early or failed: nobody is listening for an answer.
-        Ok(Ok(Head::Closed)) | Ok(Err(_)) | Err(_) => return,
-    };
+    let response =
+        match tokio::time::timeout(limits.read_timeout, read_head(&mut stream, limits.max_head))
+            .await
+        {
+            Ok(Ok(Head::Complete(head))) => respond(&head, &handle),
+            Ok(Ok(Head::TooLarge)) => simple_response(431, "Request Header Fields Too Large"),
+            // Timed out, closed early or failed: nobody is listening for an answer.
+            Ok(Ok(Head::Closed)) | Ok(Err(_)) | Err(_) => return,
+        };
     let written = tokio::time::timeout(limits.write_timeout, async {
         stream.write_all(&response).await?;
         stream.shutdown().await
@@ -384,10 +382,7 @@ const LINGER_MAX_BYTES: usize = 64 * 1024;
 
 /// Builds the response to a complete request head.
 fn respond(head: &[u8], handle: &PrometheusHandle) -> Vec<u8> {
-    let line_end = head
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(head.len());
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
         return simple_response(400, "Bad Request");
     };
@@ -405,8 +400,20 @@ fn respond(head: &[u8], handle: &PrometheusHandle) -> Vec<u8> {
         return simple_response(404, "Not Found");
     }
     match method {
-        "GET" => response(200, "OK", PROMETHEUS_CONTENT_TYPE, handle.render().as_bytes(), true),
-        "HEAD" => response(200, "OK", PROMETHEUS_CONTENT_TYPE, handle.render().as_bytes(), false),
+        "GET" => response(
+            200,
+            "OK",
+            PROMETHEUS_CONTENT_TYPE,
+            handle.render().as_bytes(),
+            true,
+        ),
+        "HEAD" => response(
+            200,
+            "OK",
+            PROMETHEUS_CONTENT_TYPE,
+            handle.render().as_bytes(),
+            false,
+        ),
         _ => simple_response(405, "Method Not Allowed"),
     }
 }
@@ -639,7 +646,10 @@ mod tests {
         ] {
             let err = load_config::<Sample>(None, &env(&[(k, v)]), "EDGE").unwrap_err();
             let msg = err.to_string();
-            let key = k.trim_start_matches("EDGE__").to_lowercase().replace("__", ".");
+            let key = k
+                .trim_start_matches("EDGE__")
+                .to_lowercase()
+                .replace("__", ".");
             assert!(msg.contains(&key), "{k}={v}: {msg}");
         }
     }
@@ -653,16 +663,19 @@ mod tests {
         let garbage = toml_file("shards = [[[\n");
         assert!(load_config::<Sample>(Some(garbage.path()), &HashMap::new(), "EDGE").is_err());
         let wrong_type = toml_file("[orport]\nlisten = 5\n");
-        assert!(
-            load_config::<Sample>(Some(wrong_type.path()), &HashMap::new(), "EDGE").is_err()
-        );
+        assert!(load_config::<Sample>(Some(wrong_type.path()), &HashMap::new(), "EDGE").is_err());
     }
 
     #[test]
     fn to_toml_round_trips_through_load_config() {
-        let mut s = Sample::default();
-        s.workers = vec!["http://a:1".into()];
-        s.orport.advertised_address = Some("192.0.2.1:443".parse().unwrap());
+        let s = Sample {
+            workers: vec!["http://a:1".into()],
+            orport: Port {
+                advertised_address: Some("192.0.2.1:443".parse().unwrap()),
+                ..Port::default()
+            },
+            ..Sample::default()
+        };
         let text = to_toml(&s).unwrap();
         let f = toml_file(&text);
         let back: Sample = load_config(Some(f.path()), &HashMap::new(), "EDGE").unwrap();
@@ -706,7 +719,11 @@ mod tests {
 
     async fn start(limits: HttpLimits) -> SocketAddr {
         let handle = install_metrics_recorder().unwrap();
-        register_process_metrics("runtimetest", "9.9.9", UNIX_EPOCH + Duration::from_secs(1000));
+        register_process_metrics(
+            "runtimetest",
+            "9.9.9",
+            UNIX_EPOCH + Duration::from_secs(1000),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve_metrics_with(listener, handle, limits));
@@ -731,8 +748,14 @@ mod tests {
 
         let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("Content-Type: text/plain; version=0.0.4"), "{ok}");
-        assert!(ok.contains("runtimetest_build_info{version=\"9.9.9\"} 1"), "{ok}");
+        assert!(
+            ok.contains("Content-Type: text/plain; version=0.0.4"),
+            "{ok}"
+        );
+        assert!(
+            ok.contains("runtimetest_build_info{version=\"9.9.9\"} 1"),
+            "{ok}"
+        );
         assert!(ok.contains("runtimetest_start_time_seconds 1000"), "{ok}");
         let (head, body) = ok.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
