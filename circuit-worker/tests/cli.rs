@@ -20,8 +20,37 @@ fn bin() -> Command {
     c
 }
 
+/// Runs a command that should finish by itself, within a bound (killed otherwise).
 fn output(c: &mut Command) -> Output {
-    c.output().expect("the binary starts")
+    let mut child = KillOnDrop(
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let status = wait_exit(&mut child.0, Duration::from_secs(30)).expect("exits within 30 s");
+    // Outputs here are far below a pipe's capacity, so reading after exit cannot block.
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -114,6 +143,19 @@ fn bad_configuration_fails_and_names_the_key() {
         "check-config",
     ]));
     assert!(!out.status.success());
+}
+
+#[test]
+fn run_fails_cleanly_when_the_metrics_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = output(bin().args(["run", "--metrics-listen", &addr]));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("metrics.listen") && err.contains(&addr),
+        "{err}"
+    );
 }
 
 /// Reads stderr lines until one contains `marker`, within `limit`.

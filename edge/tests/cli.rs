@@ -14,14 +14,43 @@ const METRIC_PREFIX: &str = "edge";
 const ENV: &str = "EDGE";
 
 /// The binary with an empty environment (no stray RUST_LOG or overrides from the runner).
-fn edge() -> Command {
+fn bin() -> Command {
     let mut c = Command::new(BIN);
     c.env_clear();
     c
 }
 
+/// Runs a command that should finish by itself, within a bound (killed otherwise).
 fn output(c: &mut Command) -> Output {
-    c.output().expect("the binary starts")
+    let mut child = KillOnDrop(
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let status = wait_exit(&mut child.0, Duration::from_secs(30)).expect("exits within 30 s");
+    // Outputs here are far below a pipe's capacity, so reading after exit cannot block.
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -51,7 +80,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 
 #[test]
 fn help_lists_the_subcommands() {
-    let out = output(edge().arg("--help"));
+    let out = output(bin().arg("--help"));
     assert!(out.status.success());
     let help = text(&out.stdout);
     for word in ["run", "check-config", "--config"] {
@@ -61,7 +90,7 @@ fn help_lists_the_subcommands() {
 
 #[test]
 fn check_config_shows_defaults_file_and_env_overrides() {
-    let out = output(edge().arg("check-config"));
+    let out = output(bin().arg("check-config"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("listen = \"127.0.0.1:9001\""));
 
@@ -73,7 +102,7 @@ fn check_config_shows_defaults_file_and_env_overrides() {
     )
     .unwrap();
     let out = output(
-        edge()
+        bin()
             .arg("check-config")
             .env(format!("{ENV}_CONFIG"), &file)
             .env(format!("{ENV}__ORPORT__LISTEN"), "0.0.0.0:9443")
@@ -91,14 +120,14 @@ fn check_config_shows_defaults_file_and_env_overrides() {
     assert!(shown.contains("\"http://w1:9201\""), "{shown}");
 
     // The flag works as well as the variable.
-    let out = output(edge().arg("--config").arg(&file).arg("check-config"));
+    let out = output(bin().arg("--config").arg(&file).arg("check-config"));
     assert!(text(&out.stdout).contains("listen = \"127.0.0.1:1\""));
 }
 
 #[test]
 fn bad_configuration_fails_and_names_the_key() {
     let out = output(
-        edge()
+        bin()
             .arg("check-config")
             .env(format!("{ENV}__METRICS__LISTEN"), "nowhere"),
     );
@@ -109,8 +138,21 @@ fn bad_configuration_fails_and_names_the_key() {
         text(&out.stderr)
     );
 
-    let out = output(edge().args(["--config", "/nonexistent/edge.toml", "check-config"]));
+    let out = output(bin().args(["--config", "/nonexistent/edge.toml", "check-config"]));
     assert!(!out.status.success());
+}
+
+#[test]
+fn run_fails_cleanly_when_the_metrics_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = output(bin().args(["run", "--metrics-listen", &addr]));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("metrics.listen") && err.contains(&addr),
+        "{err}"
+    );
 }
 
 /// Reads stderr lines until one contains `marker`, within `limit`.
@@ -144,7 +186,7 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 #[test]
 fn run_serves_metrics_and_exits_cleanly_on_sigterm() {
     let mut child = KillOnDrop(
-        edge()
+        bin()
             .args(["run", "--metrics-listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
