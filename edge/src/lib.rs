@@ -1,1 +1,182 @@
-//! edge library (placeholder).
+//! `edge`: the relay's public face (DESIGN.md "What it is"). It will terminate TLS on the
+//! ORPort, run the link handshake (tor-spec §4) and route each circuit's cells to a
+//! circuit-worker shard over gRPC.
+//!
+//! For now this crate is the process shell: the command line, configuration
+//! ([`config`]), logging and the Prometheus endpoint. The ORPort server and the worker
+//! client come with the link-protocol work; `run` does not pretend to serve them.
+//!
+//! Invariant: the process never logs client addresses; the only addresses logged are the
+//! ones it binds.
+
+pub mod config;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use clap::{Args, Parser, Subcommand};
+use proto::runtime::{self, Error, ShutdownSignals};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Prefix of this component's metric names (`edge_build_info`, …).
+pub const COMPONENT: &str = "edge";
+/// Version reported in `edge_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Command line of the `edge` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge",
+    version,
+    about = "Tor relay edge: ORPort front end of a relay cluster"
+)]
+pub struct Cli {
+    /// TOML configuration file; every option has a default (see deploy/config/edge.toml).
+    /// Environment variables `EDGE__<SECTION>__<KEY>` override it, e.g.
+    /// `EDGE__ORPORT__LISTEN=0.0.0.0:9001`.
+    #[arg(long, global = true, env = "EDGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of `edge`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the edge until Ctrl-C or SIGTERM (the default).
+    Run(RunArgs),
+    /// Print the effective configuration (defaults, then file, then environment) as TOML.
+    CheckConfig,
+}
+
+/// Options of `edge run`.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Listen address for /metrics, overriding `metrics.listen`; port 0 picks a free port,
+    /// reported in the "metrics listening on ADDR" log line.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Carries out `cli`: `env` is the process environment (passed in so tests can supply
+/// their own) and `out` receives command output such as `check-config`'s TOML.
+///
+/// # Errors
+/// Invalid configuration, an unusable log filter, a listener that cannot be bound.
+pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) -> Result<(), Error> {
+    let config = config::load(cli.config.as_deref(), env)?;
+    match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+        Command::CheckConfig => {
+            out.write_all(runtime::to_toml(&config)?.as_bytes())?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Run(args) => {
+            runtime::init_tracing(&config.log.filter)?;
+            let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    // Before anything is announced, so an early SIGTERM is a clean exit.
+                    let signals = ShutdownSignals::register()?;
+                    let listener = bind(metrics_addr, "metrics.listen").await?;
+                    run(&config, listener, signals.recv()).await
+                })
+        }
+    }
+}
+
+/// Binds `addr`, naming the option in the error.
+async fn bind(addr: SocketAddr, option: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot bind {option} {addr}: {e}"),
+        ))
+    })
+}
+
+/// Runs the edge on an already-bound metrics listener until `shutdown` completes.
+///
+/// Today that means: install the Prometheus recorder, export `edge_build_info` and
+/// `edge_start_time_seconds`, serve `/metrics`, log "ready". The ORPort is not bound yet.
+///
+/// # Errors
+/// [`Error::Metrics`] if another metrics recorder owns the process, [`Error::Io`] if the
+/// listener has no local address.
+pub async fn run(
+    config: &Config,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let handle = runtime::install_metrics_recorder()?;
+    runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
+    let metrics_addr = metrics_listener.local_addr()?;
+    tracing::info!("metrics listening on {metrics_addr}");
+    tracing::info!(
+        metrics = %metrics_addr,
+        workers = config.workers.len(),
+        "ready (ORPort {} not served yet: the link protocol is not implemented)",
+        config.orport.listen
+    );
+    tokio::select! {
+        never = runtime::serve_metrics(metrics_listener, handle) => match never {},
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn check_config_prints_effective_toml() {
+        let cli = Cli::parse_from(["edge", "check-config"]);
+        let env = HashMap::from([("EDGE__KEYS_DIR".to_owned(), "/srv/keys".to_owned())]);
+        let mut out = Vec::new();
+        execute(cli, &env, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("keys_dir = \"/srv/keys\""), "{text}");
+        assert!(
+            text.contains("[orport]\nlisten = \"127.0.0.1:9001\""),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_serves_build_info_until_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let config = Config::default();
+            run(&config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        assert!(
+            body.contains(&format!("edge_build_info{{version=\"{VERSION}\"}} 1")),
+            "{body}"
+        );
+        assert!(body.contains("edge_start_time_seconds "), "{body}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}

@@ -16,6 +16,9 @@
 //! - [`crypto`]: the tor1 relay-crypto layer (tor-spec §5.2, §6.1).
 //! - [`keys`]: the relay identity bundle and its on-disk format.
 //! - [`rpc`]: the edge↔worker gRPC schema (the only module that names tonic).
+//! - `runtime` (feature `runtime`): the only I/O-owning module — config loading, logging,
+//!   the Prometheus endpoint and signals for the binaries. It lives here because all three
+//!   binaries share it and the top-level layout is fixed; the protocol modules never use it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +32,8 @@ pub mod keys;
 pub mod linkspec;
 pub mod relay_cell;
 pub mod rpc;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 
 pub use error::{Error, Result};
 pub use ids::{CircId, Ed25519Identity, RsaIdentity, StreamId};

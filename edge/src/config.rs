@@ -1,0 +1,157 @@
+//! Configuration of the `edge` (DESIGN.md "Observability and config"): a TOML file plus
+//! `EDGE__<SECTION>__<KEY>` environment overrides, loaded by [`load`]. Every option has a
+//! default, stated on its field; `deploy/config/edge.toml` lists them all (a test keeps
+//! that file and these defaults identical).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use proto::runtime::{self, Error};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides: `EDGE__ORPORT__LISTEN=0.0.0.0:9001`.
+pub const ENV_PREFIX: &str = "EDGE";
+
+/// Everything an edge can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC URLs of the circuit workers, e.g. `["http://worker-0:9201"]`. Default: empty
+    /// (no workers). As an environment override, comma-separated.
+    #[serde(deserialize_with = "runtime::string_or_list")]
+    pub workers: Vec<String>,
+    /// Directory holding the relay key bundle (certificates and the Ed25519 signing key).
+    /// Default: `keys`, relative to the working directory.
+    pub keys_dir: PathBuf,
+    /// The Tor-facing ORPort.
+    pub orport: OrPort,
+    /// The Prometheus endpoint.
+    pub metrics: Metrics,
+    /// Logging.
+    pub log: Log,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: Vec::new(),
+            keys_dir: PathBuf::from("keys"),
+            orport: OrPort::default(),
+            metrics: Metrics::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+/// `[orport]`: where Tor clients and relays connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrPort {
+    /// Address the ORPort listens on. Default: `127.0.0.1:9001`.
+    pub listen: SocketAddr,
+    /// Address published in the descriptor and NETINFO cells, when it differs from
+    /// `listen` (behind a load balancer or NAT). Default: unset, meaning `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_address: Option<SocketAddr>,
+}
+
+impl Default for OrPort {
+    fn default() -> Self {
+        OrPort {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            advertised_address: None,
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus scrape endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Address serving `GET /metrics`. Default: `127.0.0.1:9101`.
+    pub listen: SocketAddr,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+        }
+    }
+}
+
+/// `[log]`: what gets logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// `tracing` filter, e.g. `info,edge=debug`; `RUST_LOG` wins when set. Default: `info`.
+    pub filter: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Loads the configuration: defaults, then `file` (TOML, if given), then the `EDGE__…`
+/// entries of `env`.
+///
+/// # Errors
+/// [`Error::Config`] for a missing or malformed file, an unknown key or a bad value.
+pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, Error> {
+    runtime::load_config(file, env, ENV_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/edge.toml")
+    }
+
+    #[test]
+    fn example_file_states_exactly_the_defaults() {
+        let loaded = load(Some(&example()), &HashMap::new()).unwrap();
+        assert_eq!(loaded, Config::default());
+        // Every default, as check-config prints it, appears verbatim in the example.
+        let text = std::fs::read_to_string(example()).unwrap();
+        let defaults = runtime::to_toml(&Config::default()).unwrap();
+        for line in defaults.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                text.lines().any(|l| l.trim() == line),
+                "example lacks `{line}`"
+            );
+        }
+        // Options without a default value are documented (commented out) too.
+        assert!(text.contains("# advertised_address = "));
+    }
+
+    #[test]
+    fn env_overrides_reach_every_section() {
+        let env = HashMap::from(
+            [
+                ("EDGE__ORPORT__LISTEN", "0.0.0.0:443"),
+                ("EDGE__ORPORT__ADVERTISED_ADDRESS", "198.51.100.4:443"),
+                ("EDGE__METRICS__LISTEN", "0.0.0.0:9101"),
+                ("EDGE__WORKERS", "http://w0:9201,http://w1:9201"),
+                ("EDGE__LOG__FILTER", "debug"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let c = load(Some(&example()), &env).unwrap();
+        assert_eq!(c.orport.listen, "0.0.0.0:443".parse().unwrap());
+        assert_eq!(
+            c.orport.advertised_address,
+            Some("198.51.100.4:443".parse().unwrap())
+        );
+        assert_eq!(c.metrics.listen, "0.0.0.0:9101".parse().unwrap());
+        assert_eq!(c.workers, ["http://w0:9201", "http://w1:9201"]);
+        assert_eq!(c.log.filter, "debug");
+    }
+}
