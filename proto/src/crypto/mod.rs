@@ -5,6 +5,8 @@
 //! ntor's and ntor v3's KDFs — ends by producing these 72 bytes.
 
 use std::fmt;
+pub mod tor1;
+
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The key material of one tor1 hop, in KDF output order: Df, Db, Kf, Kb (tor-spec §5.2.2).
