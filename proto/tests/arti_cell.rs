@@ -3,6 +3,7 @@
 //! For each message, arti and we build the same values independently. At link version 5
 //! the framed cells must be byte-identical. Each side must then decode the other's bytes,
 //! and we must get back exactly the values we started from.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
 use bytes::{Bytes, BytesMut};
 use proto::CircId;

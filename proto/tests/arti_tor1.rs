@@ -3,6 +3,7 @@
 //!
 //! Both sides start from the same 72 bytes of key material (Df | Db | Kf | Kb). arti's seed
 //! also carries a 20-byte circuit-binding key, which the relay cell crypto does not use.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
 use proto::crypto::Tor1Keys;
 use proto::crypto::tor1::{ClientCircuit, RelayBody, RelayLayer};

@@ -281,7 +281,7 @@ impl ChanMsg {
             ),
             ChanCmd::Authorize => ChanMsg::Authorize,
             ChanCmd::Versions => {
-                if b.len() % 2 != 0 {
+                if !b.len().is_multiple_of(2) {
                     return Err(Error::BadLength("VERSIONS payload of odd length"));
                 }
                 ChanMsg::Versions(
@@ -531,8 +531,8 @@ mod tests {
 
     fn arb_addr() -> impl Strategy<Value = IpAddr> {
         prop_oneof![
-            any::<[u8; 4]>().prop_map(|o| IpAddr::from(o)),
-            any::<[u8; 16]>().prop_map(|o| IpAddr::from(o)),
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
         ]
     }
 
