@@ -3,15 +3,16 @@
 //!
 //! Run: `cargo bench -p proto --bench hotpath`. Each cell benchmark reports cells/s
 //! (`Throughput::Elements(1)`). The ratio that matters is layer vs. raw AES (+ SHA-1).
-//! The channel-cell codec benchmarks join this file when `proto::cell`'s codec lands.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use aes::cipher::{KeyIvInit, StreamCipher};
+use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use proto::RsaIdentity;
+use proto::cell::{ChanCell, ChanCmd, ChanCodec};
 use proto::crypto::Tor1Keys;
 use proto::crypto::tor1::{ClientCircuit, RelayLayer};
 use proto::handshake::ntor::{self, NtorClient, NtorOnionKey};
+use proto::{CircId, RsaIdentity};
 use rand::rngs::OsRng;
 use sha1::{Digest, Sha1};
 use std::hint::black_box;
@@ -73,6 +74,40 @@ fn tor1_layer(c: &mut Criterion) {
     g.finish();
 }
 
+fn cell_codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cell");
+    g.throughput(Throughput::Elements(1));
+    let codec = ChanCodec::with_link_version(5);
+    let cell = ChanCell {
+        circ_id: CircId(0x8000_0001),
+        cmd: ChanCmd::Relay,
+        payload: Bytes::from(vec![0x42u8; 509]),
+    };
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    g.bench_function("encode_relay_link5", |b| {
+        b.iter(|| {
+            out.clear();
+            codec.encode(black_box(&cell), &mut out).unwrap();
+        })
+    });
+    // Decode from a buffer holding many cells, as a TLS read would deliver them.
+    let mut wire = BytesMut::new();
+    for _ in 0..128 {
+        codec.encode(&cell, &mut wire).unwrap();
+    }
+    let wire = wire.freeze();
+    let mut buf = BytesMut::new();
+    g.bench_function("decode_relay_link5", |b| {
+        b.iter(|| {
+            if buf.is_empty() {
+                buf.extend_from_slice(&wire);
+            }
+            black_box(codec.decode(&mut buf).unwrap().unwrap())
+        })
+    });
+    g.finish();
+}
+
 fn ntor_server(c: &mut Criterion) {
     let mut g = c.benchmark_group("handshake");
     g.throughput(Throughput::Elements(1));
@@ -86,5 +121,11 @@ fn ntor_server(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, physical_limits, tor1_layer, ntor_server);
+criterion_group!(
+    benches,
+    physical_limits,
+    tor1_layer,
+    cell_codec,
+    ntor_server
+);
 criterion_main!(benches);
