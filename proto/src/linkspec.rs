@@ -163,7 +163,9 @@ impl LinkSpec {
             }
             LinkSpec::Unrecognized { ls_type, body } => {
                 if *ls_type <= LS_ED25519_ID {
-                    return Err(Error::InvalidValue("Unrecognized link specifier of a known type"));
+                    return Err(Error::InvalidValue(
+                        "Unrecognized link specifier of a known type",
+                    ));
                 }
                 let len =
                     u8::try_from(body.len()).map_err(|_| Error::TooLarge("link specifier body"))?;
@@ -200,7 +202,8 @@ pub(crate) fn read_list(r: &mut Reader<'_>) -> Result<Vec<LinkSpec>> {
 
 /// Writes `NSPEC | specs`; more than 255 specifiers is [`Error::TooLarge`].
 pub(crate) fn write_list(specs: &[LinkSpec], w: &mut impl Put) -> Result<()> {
-    let n = u8::try_from(specs.len()).map_err(|_| Error::TooLarge("more than 255 link specifiers"))?;
+    let n =
+        u8::try_from(specs.len()).map_err(|_| Error::TooLarge("more than 255 link specifiers"))?;
     w.put_u8(n)?;
     specs.iter().try_for_each(|ls| ls.write(w))
 }

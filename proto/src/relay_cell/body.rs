@@ -85,7 +85,10 @@ pub fn encode_header_into<R: RngCore + CryptoRng>(
 
 /// The Recognized field (zero when the cell may be for this hop).
 pub fn recognized(body: &RelayBody) -> u16 {
-    u16::from_be_bytes([body[RECOGNIZED_RANGE.start], body[RECOGNIZED_RANGE.start + 1]])
+    u16::from_be_bytes([
+        body[RECOGNIZED_RANGE.start],
+        body[RECOGNIZED_RANGE.start + 1],
+    ])
 }
 
 /// The 4-byte Digest field.
@@ -189,11 +192,19 @@ mod tests {
     #[test]
     fn header_layout() {
         let mut body = [0xffu8; CELL_PAYLOAD_LEN];
-        encode_header_into(&mut body, RelayCmd::Data, StreamId(0x1234), b"hello", &mut rng())
-            .expect("fits");
+        encode_header_into(
+            &mut body,
+            RelayCmd::Data,
+            StreamId(0x1234),
+            b"hello",
+            &mut rng(),
+        )
+        .expect("fits");
         assert_eq!(
             &body[..16],
-            &[2, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o']
+            &[
+                2, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'
+            ]
         );
         assert_eq!(&body[16..20], &[0, 0, 0, 0], "4 zero bytes after the data");
         assert!(body[20..].iter().any(|&b| b != 0), "then random padding");
@@ -234,8 +245,14 @@ mod tests {
     fn oversized_is_rejected() {
         let mut body = [0u8; CELL_PAYLOAD_LEN];
         assert!(
-            encode_header_into(&mut body, RelayCmd::Data, StreamId(1), &[0; 499], &mut rng())
-                .is_err()
+            encode_header_into(
+                &mut body,
+                RelayCmd::Data,
+                StreamId(1),
+                &[0; 499],
+                &mut rng()
+            )
+            .is_err()
         );
         assert!(
             encode_header_in_place(&mut body, RelayCmd::Data, StreamId(1), 499, &mut rng())

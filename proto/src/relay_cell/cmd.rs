@@ -140,10 +140,27 @@ impl RelayCmd {
         match self {
             Begin | Data | End | Connected | Resolve | Resolved | BeginDir | ConnectUdp
             | ConnectedUdp | Datagram | Xoff | Xon => StreamIdReq::Nonzero,
-            Extend | Extended | Truncate | Truncated | Drop | Extend2 | Extended2 | ConfluxLink
-            | ConfluxLinked | ConfluxLinkedAck | ConfluxSwitch | EstablishIntro
-            | EstablishRendezvous | Introduce1 | Introduce2 | Rendezvous1 | Rendezvous2
-            | IntroEstablished | RendezvousEstablished | IntroduceAck | PaddingNegotiate
+            Extend
+            | Extended
+            | Truncate
+            | Truncated
+            | Drop
+            | Extend2
+            | Extended2
+            | ConfluxLink
+            | ConfluxLinked
+            | ConfluxLinkedAck
+            | ConfluxSwitch
+            | EstablishIntro
+            | EstablishRendezvous
+            | Introduce1
+            | Introduce2
+            | Rendezvous1
+            | Rendezvous2
+            | IntroEstablished
+            | RendezvousEstablished
+            | IntroduceAck
+            | PaddingNegotiate
             | PaddingNegotiated => StreamIdReq::Zero,
             Sendme | Unrecognized(_) => StreamIdReq::Any,
         }

@@ -349,21 +349,33 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut body = [0u8; CELL_PAYLOAD_LEN];
         let data = RelayMsg::Data(Bytes::from_static(b"hi"));
-        assert!(data.encode_to_body(StreamId(0), &mut body, &mut rng).is_err());
+        assert!(
+            data.encode_to_body(StreamId(0), &mut body, &mut rng)
+                .is_err()
+        );
         data.encode_to_body(StreamId(5), &mut body, &mut rng)
             .expect("ok");
         let c = RelayCellRef::parse(&body).expect("parses");
-        assert_eq!((c.cmd, c.stream_id, c.data), (RelayCmd::Data, StreamId(5), &b"hi"[..]));
+        assert_eq!(
+            (c.cmd, c.stream_id, c.data),
+            (RelayCmd::Data, StreamId(5), &b"hi"[..])
+        );
         assert_eq!(c.msg().expect("msg"), data);
         let ext = RelayMsg::Extended2(Extended2 {
             hdata: Bytes::new(),
         });
-        assert!(ext.encode_to_body(StreamId(5), &mut body, &mut rng).is_err());
+        assert!(
+            ext.encode_to_body(StreamId(5), &mut body, &mut rng)
+                .is_err()
+        );
         let full = RelayMsg::Data(vec![7; RELAY_DATA_MAX].into());
         full.encode_to_body(StreamId(5), &mut body, &mut rng)
             .expect("498 fits");
         let over = RelayMsg::Data(vec![7; RELAY_DATA_MAX + 1].into());
-        assert!(over.encode_to_body(StreamId(5), &mut body, &mut rng).is_err());
+        assert!(
+            over.encode_to_body(StreamId(5), &mut body, &mut rng)
+                .is_err()
+        );
         assert!(over.encode().is_err());
     }
 
@@ -413,7 +425,11 @@ mod tests {
                 .prop_map(|d| RelayMsg::Data(d.into())),
             (any::<u8>(), proptest::option::of((arb_ip(), any::<u32>()))).prop_map(|(r, a)| {
                 let reason = EndReason::from(r);
-                let addr = if reason == EndReason::ExitPolicy { a } else { None };
+                let addr = if reason == EndReason::ExitPolicy {
+                    a
+                } else {
+                    None
+                };
                 RelayMsg::End(End { reason, addr })
             }),
             Just(RelayMsg::Sendme(Sendme::V0)),

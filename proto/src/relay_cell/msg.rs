@@ -394,7 +394,9 @@ impl RelayMsg {
                 }
                 Sendme::Unrecognized { version, body } => {
                     if *version <= 1 {
-                        return Err(Error::InvalidValue("Unrecognized SENDME of a known version"));
+                        return Err(Error::InvalidValue(
+                            "Unrecognized SENDME of a known version",
+                        ));
                     }
                     w.put_u8(*version)?;
                     w.put(body)
@@ -420,7 +422,9 @@ impl RelayMsg {
             }),
             RelayMsg::Unrecognized { cmd, body } => {
                 if is_modelled(*cmd) {
-                    return Err(Error::InvalidValue("Unrecognized message with a modelled command"));
+                    return Err(Error::InvalidValue(
+                        "Unrecognized message with a modelled command",
+                    ));
                 }
                 w.put(body)
             }
@@ -661,7 +665,9 @@ fn write_resolved_val(v: &ResolvedVal, w: &mut impl Put) -> Result<()> {
                 *rtype,
                 RES_HOSTNAME | RES_IPV4 | RES_IPV6 | RES_ERR_TRANSIENT | RES_ERR_NONTRANSIENT
             ) {
-                return Err(Error::InvalidValue("Unrecognized RESOLVED answer of a known type"));
+                return Err(Error::InvalidValue(
+                    "Unrecognized RESOLVED answer of a known type",
+                ));
             }
             (*rtype, value)
         }
