@@ -10,11 +10,10 @@
 //!   CERTS, AUTH_CHALLENGE, AUTHENTICATE, NETINFO, CREATE*, DESTROY, PADDING_NEGOTIATE).
 //! - [`relay_cell`]: relay cells and messages, tor-spec §6 (BEGIN … RESOLVED, SENDME, EXTEND2).
 //! - [`linkspec`]: link specifiers, tor-spec §5.1.2.
-//! - [`cert`]: Ed25519 certificates (cert-spec §2), the RSA identity X.509 certificate and
-//!   the RSA→Ed25519 cross-certificate.
+//! - [`cert`]: Ed25519 certificates (cert-spec §2). The RSA identity X.509 certificate,
+//!   the RSA→Ed25519 cross-certificate and the key bundle (`keys`) are still to come.
 //! - [`handshake`]: circuit handshakes: CREATE_FAST (KDF-TOR), ntor, ntor v3.
 //! - [`crypto`]: the tor1 relay-crypto layer (tor-spec §5.2, §6.1).
-//! - [`keys`]: the relay identity bundle and its on-disk format.
 //! - [`rpc`]: the edge↔worker gRPC schema (the only module that names tonic).
 //! - `runtime` (feature `runtime`): the only I/O-owning module — config loading, logging,
 //!   the Prometheus endpoint and signals for the binaries. It lives here because all three
@@ -28,7 +27,6 @@ pub mod crypto;
 pub mod error;
 pub mod handshake;
 pub mod ids;
-pub mod keys;
 pub mod linkspec;
 pub mod relay_cell;
 pub mod rpc;

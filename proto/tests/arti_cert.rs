@@ -34,15 +34,21 @@ fn arti_accepts_our_type4_and_type5() {
         .unwrap()
         .check_signature()
         .unwrap()
-        .check_valid_at(&now())
+        .if_valid_at(&now())
         .unwrap();
     assert_eq!(cert.cert_type(), tor_cert::CertType::IDENTITY_V_SIGNING);
-    assert_eq!(cert.signing_key().unwrap().as_bytes(), &id.verifying_key().to_bytes());
+    assert_eq!(
+        cert.signing_key().unwrap().as_bytes(),
+        &id.verifying_key().to_bytes()
+    );
     assert_eq!(
         cert.subject_key().as_ed25519().unwrap().as_bytes(),
         &signing.verifying_key().to_bytes()
     );
-    assert_eq!(cert.expiry(), UNIX_EPOCH + Duration::from_secs(u64::from(exp_hours) * 3600));
+    assert_eq!(
+        cert.expiry(),
+        UNIX_EPOCH + Duration::from_secs(u64::from(exp_hours) * 3600)
+    );
 
     // A type-5 cert signed without the extension: arti checks it against the known key.
     let link = Ed25519Cert::sign(
@@ -54,16 +60,20 @@ fn arti_accepts_our_type4_and_type5() {
         &signing,
     )
     .unwrap();
-    let signer = tor_llcrypto::pk::ed25519::Ed25519Identity::from(signing.verifying_key().to_bytes());
+    let signer =
+        tor_llcrypto::pk::ed25519::Ed25519Identity::from(signing.verifying_key().to_bytes());
     let cert = tor_cert::Ed25519Cert::decode(link.as_bytes())
         .unwrap()
         .should_be_signed_with(&signer)
         .unwrap()
         .check_signature()
         .unwrap()
-        .check_valid_at(&now())
+        .if_valid_at(&now())
         .unwrap();
-    assert_eq!(cert.subject_key(), &tor_cert::CertifiedKey::X509Sha256Digest([9; 32]));
+    assert_eq!(
+        cert.subject_key(),
+        &tor_cert::CertifiedKey::X509Sha256Digest([9; 32])
+    );
 
     // A flipped signature bit is refused by arti too.
     let mut bad = ours.as_bytes().to_vec();
@@ -88,7 +98,9 @@ fn we_accept_arti_certs() {
         .cert_type(tor_cert::CertType::IDENTITY_V_SIGNING)
         .cert_key(tor_cert::CertifiedKey::Ed25519(subject))
         .expiration(exp)
-        .signing_key(tor_llcrypto::pk::ed25519::Ed25519Identity::from(id.verifying_key()))
+        .signing_key(tor_llcrypto::pk::ed25519::Ed25519Identity::from(
+            id.verifying_key(),
+        ))
         .encode_and_sign(&id)
         .unwrap();
     let bytes: &[u8] = encoded.as_ref();

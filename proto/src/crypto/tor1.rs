@@ -22,10 +22,8 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
 use super::Tor1Keys;
-use crate::cell::CELL_PAYLOAD_LEN;
 
-/// A relay cell body: the 509-byte payload of a RELAY or RELAY_EARLY cell.
-pub type RelayBody = [u8; CELL_PAYLOAD_LEN];
+pub use crate::relay_cell::body::RelayBody;
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 
@@ -235,6 +233,7 @@ impl ClientCircuit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cell::CELL_PAYLOAD_LEN;
     use proptest::prelude::*;
 
     fn keys(n: u8) -> Tor1Keys {
