@@ -87,21 +87,11 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 .block_on(async {
                     // Before anything is announced, so an early SIGTERM is a clean exit.
                     let signals = ShutdownSignals::register()?;
-                    let listener = bind(metrics_addr, "metrics.listen").await?;
+                    let listener = runtime::bind(metrics_addr, "metrics.listen").await?;
                     run(&config, listener, signals.recv()).await
                 })
         }
     }
-}
-
-/// Binds `addr`, naming the option in the error.
-async fn bind(addr: SocketAddr, option: &str) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        Error::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot bind {option} {addr}: {e}"),
-        ))
-    })
 }
 
 /// Runs the edge on an already-bound metrics listener until `shutdown` completes.

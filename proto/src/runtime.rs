@@ -264,6 +264,20 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Binds `addr` for the option named `option`, naming both in the error so an operator
+/// sees which setting to change.
+///
+/// # Errors
+/// [`Error::Io`] when the address cannot be bound.
+pub async fn bind(addr: std::net::SocketAddr, option: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot bind {option} {addr}: {e}"),
+        ))
+    })
+}
+
 /// Serves `GET /metrics` (Prometheus text format) over HTTP/1.1 on an already-bound
 /// listener, one request per connection; any other path is 404, any other method 405.
 ///
