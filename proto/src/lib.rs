@@ -10,8 +10,9 @@
 //!   CERTS, AUTH_CHALLENGE, AUTHENTICATE, NETINFO, CREATE*, DESTROY, PADDING_NEGOTIATE).
 //! - [`relay_cell`]: relay cells and messages, tor-spec §6 (BEGIN … RESOLVED, SENDME, EXTEND2).
 //! - [`linkspec`]: link specifiers, tor-spec §5.1.2.
-//! - [`cert`]: Ed25519 certificates (cert-spec §2). The RSA identity X.509 certificate,
-//!   the RSA→Ed25519 cross-certificate and the key bundle (`keys`) are still to come.
+//! - [`cert`]: certificates (cert-spec): Ed25519 certs, the RSA identity X.509 cert, the
+//!   RSA→Ed25519 crosscert, the descriptor's onion-key crosscerts.
+//! - [`keys`]: RSA and Ed25519 key types and the relay identity bundle (C tor's key files).
 //! - [`handshake`]: circuit handshakes: CREATE_FAST (KDF-TOR), ntor, ntor v3.
 //! - [`crypto`]: the tor1 relay-crypto layer (tor-spec §5.2, §6.1).
 //! - [`rpc`]: the edge↔worker gRPC schema (the only module that names tonic).
@@ -27,6 +28,7 @@ pub mod crypto;
 pub mod error;
 pub mod handshake;
 pub mod ids;
+pub mod keys;
 pub mod linkspec;
 pub mod relay_cell;
 pub mod rpc;

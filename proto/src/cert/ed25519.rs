@@ -12,7 +12,9 @@
 //! - An unknown extension carrying the AFFECTS_VALIDATION flag makes the certificate
 //!   unusable. [`Ed25519Cert::parse`] refuses it.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+use crate::keys::Ed25519Signer;
 
 use crate::{Error, Result};
 
@@ -117,12 +119,12 @@ impl Ed25519Cert {
         certified: CertifiedKey,
         include_signing_key: bool,
         extra: Vec<CertExt>,
-        signer: &SigningKey,
+        signer: &impl Ed25519Signer,
     ) -> Result<Self> {
         let mut extensions = Vec::new();
         if include_signing_key {
             extensions.push(CertExt::SignedWithEd25519Key(
-                signer.verifying_key().to_bytes(),
+                Ed25519Signer::verifying_key(signer).to_bytes(),
             ));
         }
         extensions.extend(extra);
@@ -148,7 +150,7 @@ impl Ed25519Cert {
             out.push(flags);
             out.extend_from_slice(data);
         }
-        let sig = signer.sign(&out);
+        let sig = signer.sign_msg(&out);
         out.extend_from_slice(&sig.to_bytes());
         Ok(Ed25519Cert {
             cert_type,
@@ -281,6 +283,8 @@ impl Ed25519Cert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use ed25519_dalek::{Signer, SigningKey};
     use proptest::prelude::*;
 
     fn key(n: u8) -> SigningKey {

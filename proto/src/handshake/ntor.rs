@@ -53,9 +53,12 @@ pub struct NtorOnionKey {
 }
 
 impl NtorOnionKey {
-    /// Generates a fresh onion key.
+    /// Generates a fresh onion key. The secret is stored clamped, as C tor stores it, so
+    /// key files and the derived crosscert key match C tor's byte for byte.
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
-        Self::from_secret(StaticSecret::random_from_rng(rng))
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut secret[..]);
+        Self::from_secret_bytes(curve25519_dalek::scalar::clamp_integer(*secret))
     }
 
     /// Rebuilds an onion key from its 32 secret bytes (as stored in a key file).

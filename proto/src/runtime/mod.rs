@@ -15,6 +15,8 @@
 //!   (with a 4xx status where one can be sent), it never panics.
 //! - Nothing here logs a peer's address.
 
+pub mod keydir;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
@@ -54,6 +56,9 @@ pub enum Error {
     /// A socket or signal operation failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A key file is missing, malformed, inconsistent or readable by others.
+    #[error("keys: {0}")]
+    Keys(String),
 }
 
 /// Result alias for this module.
