@@ -54,6 +54,27 @@ pub enum Command {
     Run(RunArgs),
     /// Print the effective configuration (defaults, then file, then environment) as TOML.
     CheckConfig,
+    /// Create the relay identity bundle in `keys_dir`, or rotate/renew keys in it.
+    Keygen(KeygenArgs),
+}
+
+/// Options of `edge keygen`.
+#[derive(Debug, Default, Args)]
+pub struct KeygenArgs {
+    /// Key directory, overriding `keys_dir` from the configuration.
+    #[arg(long, value_name = "DIR")]
+    pub keys_dir: Option<PathBuf>,
+    /// Lifetime of the Ed25519 signing key's certificate, in days (C tor's
+    /// SigningKeyLifetime).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub signing_key_lifetime_days: u64,
+    /// Make a new ntor onion key current and keep the old one as
+    /// `secret_onion_key_ntor.old` (needs the existing bundle, master secret included).
+    #[arg(long, conflicts_with = "renew_signing_key")]
+    pub rotate_onion_keys: bool,
+    /// Replace the Ed25519 signing key and its certificate (needs the master secret).
+    #[arg(long)]
+    pub renew_signing_key: bool,
 }
 
 /// Options of `edge run`.
@@ -78,6 +99,10 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
             out.flush()?;
             Ok(())
         }
+        Command::Keygen(args) => {
+            let dir = args.keys_dir.clone().unwrap_or(config.keys_dir.clone());
+            keygen(&dir, &args, SystemTime::now(), out)
+        }
         Command::Run(args) => {
             runtime::init_tracing(&config.log.filter)?;
             let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
@@ -92,6 +117,57 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 })
         }
     }
+}
+
+/// `edge keygen`: creates (or rotates/renews) the bundle in `dir` and prints the relay's
+/// fingerprints.
+///
+/// # Errors
+/// [`Error::Keys`] when keys exist already (for a fresh bundle), are missing (for
+/// rotate/renew) or are unsafe; [`Error::Io`] on file errors.
+pub fn keygen(
+    dir: &std::path::Path,
+    args: &KeygenArgs,
+    now: SystemTime,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    use proto::keys::RelayKeys;
+    use proto::runtime::keydir;
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let lifetime = args.signing_key_lifetime_days.max(1) * 24 * 3600;
+    let mut rng = rand::rngs::OsRng;
+    let (keys, what) = if args.rotate_onion_keys || args.renew_signing_key {
+        let mut keys = keydir::load_relay_keys(dir)?;
+        if args.rotate_onion_keys {
+            keys.rotate_ntor(&mut rng);
+        }
+        if args.renew_signing_key {
+            keys.renew_signing_key(&mut rng, now, lifetime)
+                .map_err(|e| Error::Keys(e.to_string()))?;
+        }
+        let files = keys.to_files().map_err(|e| Error::Keys(e.to_string()))?;
+        keydir::write_key_files(dir, &files, true)?;
+        (keys, "updated")
+    } else {
+        let keys =
+            RelayKeys::generate(&mut rng, now, lifetime).map_err(|e| Error::Keys(e.to_string()))?;
+        let files = keys.to_files().map_err(|e| Error::Keys(e.to_string()))?;
+        keydir::write_key_files(dir, &files, false)?;
+        (keys, "created")
+    };
+    writeln!(out, "keys {what} in {}", dir.display())?;
+    writeln!(out, "fingerprint {}", keys.rsa_identity().to_hex())?;
+    writeln!(out, "ed25519 {}", keys.master.identity())?;
+    writeln!(
+        out,
+        "signing certificate expires at unix time {}",
+        u64::from(keys.signing_cert.expiration_hours) * 3600
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Runs the edge on an already-bound metrics listener until `shutdown` completes.

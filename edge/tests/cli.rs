@@ -243,3 +243,84 @@ fn run_serves_metrics_and_exits_cleanly_on_sigterm() {
         status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", seen.join("\n")));
     assert!(status.success(), "{status}; log:\n{}", seen.join("\n"));
 }
+
+#[test]
+fn keygen_creates_a_bundle_then_refuses_to_overwrite_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = output(bin().args(["keygen", "--keys-dir"]).arg(&keys));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let fp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .expect("prints the fingerprint");
+    assert_eq!(fp.len(), 40, "{stdout}");
+    assert!(
+        fp.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    );
+    let mode = |name: &str| {
+        std::fs::metadata(keys.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("secret_id_key"), 0o600);
+    assert_eq!(mode("secret_onion_key_ntor"), 0o600);
+    assert_eq!(mode("ed25519_master_id_secret_key"), 0o600);
+    assert_eq!(mode("ed25519_signing_cert"), 0o644);
+    let pem = std::fs::read_to_string(keys.join("secret_id_key")).unwrap();
+    assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+
+    // A second keygen must not destroy the identity.
+    let again = output(bin().args(["keygen", "--keys-dir"]).arg(&keys));
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("refusing to overwrite"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(keys.join("secret_id_key")).unwrap(),
+        pem
+    );
+
+    // Rotation keeps the identity, moves the ntor key to .old.
+    let ntor = std::fs::read(keys.join("secret_onion_key_ntor")).unwrap();
+    let rot = output(
+        bin()
+            .args(["keygen", "--rotate-onion-keys", "--keys-dir"])
+            .arg(&keys),
+    );
+    assert!(rot.status.success(), "{}", text(&rot.stderr));
+    assert!(text(&rot.stdout).contains(&format!("fingerprint {fp}")));
+    assert_eq!(
+        std::fs::read(keys.join("secret_onion_key_ntor.old")).unwrap(),
+        ntor
+    );
+    assert_ne!(
+        std::fs::read(keys.join("secret_onion_key_ntor")).unwrap(),
+        ntor
+    );
+
+    // A secret that others can read is refused.
+    std::fs::set_permissions(
+        keys.join("ed25519_master_id_secret_key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let unsafe_mode = output(
+        bin()
+            .args(["keygen", "--renew-signing-key", "--keys-dir"])
+            .arg(&keys),
+    );
+    assert!(!unsafe_mode.status.success());
+    assert!(
+        text(&unsafe_mode.stderr).contains("readable by group or others"),
+        "{}",
+        text(&unsafe_mode.stderr)
+    );
+}
