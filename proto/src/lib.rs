@@ -9,6 +9,7 @@
 //! - [`cell`]: channel cells, tor-spec §3–§4 (framing for link versions 3–5, VERSIONS,
 //!   CERTS, AUTH_CHALLENGE, AUTHENTICATE, NETINFO, CREATE*, DESTROY, PADDING_NEGOTIATE).
 //! - [`relay_cell`]: relay cells and messages, tor-spec §6 (BEGIN … RESOLVED, SENDME, EXTEND2).
+//! - [`link`]: the link handshake's CERTS checks and AUTHENTICATE (tor-spec §4).
 //! - [`linkspec`]: link specifiers, tor-spec §5.1.2.
 //! - [`cert`]: certificates (cert-spec): Ed25519 certs, the RSA identity X.509 cert, the
 //!   RSA→Ed25519 crosscert, the descriptor's onion-key crosscerts.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod handshake;
 pub mod ids;
 pub mod keys;
+pub mod link;
 pub mod linkspec;
 pub mod relay_cell;
 pub mod rpc;

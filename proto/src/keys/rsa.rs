@@ -159,6 +159,17 @@ impl RsaKeypair {
             .map_err(|e| Error::Key(format!("RSA private key PEM: {e}")))
     }
 
+    /// DER of the PKCS#1 `RSAPrivateKey` (for handing a TLS key to rustls).
+    ///
+    /// # Errors
+    /// [`Error::Key`] if encoding fails.
+    pub fn to_pkcs1_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        self.secret
+            .to_pkcs1_der()
+            .map(|d| Zeroizing::new(d.as_bytes().to_vec()))
+            .map_err(|e| Error::Key(format!("RSA private key DER: {e}")))
+    }
+
     /// The public half.
     pub fn public(&self) -> &RsaPublic {
         &self.public
