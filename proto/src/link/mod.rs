@@ -235,7 +235,7 @@ impl PeerIdentity {
     }
 }
 
-fn find<'a>(certs: &'a [(u8, Bytes)], ty: u8) -> Result<&'a [u8]> {
+fn find(certs: &[(u8, Bytes)], ty: u8) -> Result<&[u8]> {
     certs
         .iter()
         .find(|(t, _)| *t == ty)
