@@ -24,6 +24,9 @@ pub struct Config {
     /// Directory holding the relay key bundle (certificates and the Ed25519 signing key).
     /// Default: `keys`, relative to the working directory.
     pub keys_dir: PathBuf,
+    /// The relay's nickname in its descriptor (1–19 characters `[A-Za-z0-9]`).
+    /// Default: `Unnamed`.
+    pub nickname: String,
     /// The Tor-facing ORPort.
     pub orport: OrPort,
     /// The Prometheus endpoint.
@@ -37,6 +40,7 @@ impl Default for Config {
         Config {
             workers: Vec::new(),
             keys_dir: PathBuf::from("keys"),
+            nickname: "Unnamed".to_owned(),
             orport: OrPort::default(),
             metrics: Metrics::default(),
             log: Log::default(),
@@ -54,6 +58,13 @@ pub struct OrPort {
     /// `listen` (behind a load balancer or NAT). Default: unset, meaning `listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_address: Option<SocketAddr>,
+    /// Seconds a peer has to finish TLS and the link handshake. Default: 30.
+    pub handshake_timeout_secs: u64,
+    /// Seconds an open channel may stay silent before it is closed. Default: 180 (C tor
+    /// closes idle client channels after 3 to 4.5 minutes).
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once; more are refused. Default: 4096.
+    pub max_channels: usize,
 }
 
 impl Default for OrPort {
@@ -61,6 +72,9 @@ impl Default for OrPort {
         OrPort {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             advertised_address: None,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 180,
+            max_channels: 4096,
         }
     }
 }

@@ -2,14 +2,17 @@
 //! ORPort, run the link handshake (tor-spec §4) and route each circuit's cells to a
 //! circuit-worker shard over gRPC.
 //!
-//! For now this crate is the process shell: the command line, configuration
-//! ([`config`]), logging and the Prometheus endpoint. The ORPort server and the worker
-//! client come with the link-protocol work; `run` does not pretend to serve them.
+//! Modules: [`config`] (TOML + environment), [`tls`] (rustls for Tor links), [`channel`]
+//! (the link handshake in both roles and the open channel), [`orport`] (the listener).
+//! Circuit workers are not attached yet: every CREATE* is answered with DESTROY.
 //!
 //! Invariant: the process never logs client addresses; the only addresses logged are the
 //! ones it binds.
 
+pub mod channel;
 pub mod config;
+pub mod orport;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -112,8 +115,9 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 .block_on(async {
                     // Before anything is announced, so an early SIGTERM is a clean exit.
                     let signals = ShutdownSignals::register()?;
-                    let listener = runtime::bind(metrics_addr, "metrics.listen").await?;
-                    run(&config, listener, signals.recv()).await
+                    let metrics = runtime::bind(metrics_addr, "metrics.listen").await?;
+                    let orport = runtime::bind(config.orport.listen, "orport.listen").await?;
+                    run(&config, Listeners { metrics, orport }, signals.recv()).await
                 })
         }
     }
@@ -170,33 +174,85 @@ pub fn keygen(
     Ok(())
 }
 
-/// Runs the edge on an already-bound metrics listener until `shutdown` completes.
-///
-/// Today that means: install the Prometheus recorder, export `edge_build_info` and
-/// `edge_start_time_seconds`, serve `/metrics`, log "ready". The ORPort is not bound yet.
+/// The sockets `run` serves, bound by the caller (tests bind `127.0.0.1:0`).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Prometheus `/metrics`.
+    pub metrics: TcpListener,
+    /// The ORPort.
+    pub orport: TcpListener,
+}
+
+/// Lifetime of the per-process TLS link certificate and its type-5/6 certificates.
+pub const LINK_CERT_LIFETIME_SECS: u64 = 2 * 24 * 3600;
+
+/// Runs the edge until `shutdown` completes: loads the keys from `keys_dir`, makes this
+/// process's TLS link certificate, serves the ORPort and `/metrics`.
 ///
 /// # Errors
-/// [`Error::Metrics`] if another metrics recorder owns the process, [`Error::Io`] if the
-/// listener has no local address.
+/// [`Error::Keys`] when the key bundle is missing or unsafe, [`Error::Metrics`] if another
+/// metrics recorder owns the process, [`Error::Io`] if a listener has no local address.
 pub async fn run(
     config: &Config,
-    metrics_listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let handle = runtime::install_metrics_recorder()?;
     runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
-    let metrics_addr = metrics_listener.local_addr()?;
+    let keys = proto::runtime::keydir::load_edge_keys(&config.keys_dir)?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (certs, tls_key) = proto::link::LinkCerts::generate(
+        &mut rand::rngs::OsRng,
+        &keys,
+        now,
+        LINK_CERT_LIFETIME_SECS,
+    )
+    .map_err(|e| Error::Keys(e.to_string()))?;
+    let tls_der = tls_key
+        .to_pkcs1_der()
+        .map_err(|e| Error::Keys(e.to_string()))?;
+    let server_tls = tls::server_config(&certs.link_cert_der, &tls_der)
+        .map_err(|e| Error::Keys(format!("TLS: {e}")))?;
+    let orport_addr = listeners.orport.local_addr()?;
+    let advertised = config.orport.advertised_address.unwrap_or(orport_addr);
+    let ctx = std::sync::Arc::new(channel::LinkContext {
+        certs,
+        my_addrs: vec![advertised.ip()],
+    });
+    let metrics_addr = listeners.metrics.local_addr()?;
     tracing::info!("metrics listening on {metrics_addr}");
+    tracing::info!("ORPort listening on {orport_addr}");
     tracing::info!(
-        metrics = %metrics_addr,
+        fingerprint = %keys.rsa_identity().to_hex(),
+        ed25519 = %keys.ed_identity,
         workers = config.workers.len(),
-        "ready (ORPort {} not served yet: the link protocol is not implemented)",
-        config.orport.listen
+        "ready"
     );
+    let limits = orport::OrPortLimits {
+        handshake_timeout: std::time::Duration::from_secs(config.orport.handshake_timeout_secs),
+        idle_timeout: std::time::Duration::from_secs(config.orport.idle_timeout_secs),
+        max_channels: config.orport.max_channels,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let orport = orport::serve(
+        listeners.orport,
+        tokio_rustls::TlsAcceptor::from(server_tls),
+        ctx,
+        limits,
+        stop_rx,
+    );
+    tokio::pin!(orport);
     tokio::select! {
-        never = runtime::serve_metrics(metrics_listener, handle) => match never {},
+        never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
+        () = &mut orport => {}
         () = shutdown => {}
     }
+    let _ = stop_tx.send(true);
+    // Let connection tasks see the signal and close.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), orport).await;
     tracing::info!("shutting down");
     Ok(())
 }
@@ -224,11 +280,28 @@ mod tests {
     #[tokio::test]
     async fn run_serves_build_info_until_shutdown() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let orport = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        keygen(
+            keys.path(),
+            &KeygenArgs::default(),
+            SystemTime::now(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let keys_dir = keys.path().to_owned();
         let server = tokio::spawn(async move {
-            let config = Config::default();
-            run(&config, listener, async {
+            let config = Config {
+                keys_dir,
+                ..Config::default()
+            };
+            let listeners = Listeners {
+                metrics: listener,
+                orport,
+            };
+            run(&config, listeners, async {
                 let _ = stopped.await;
             })
             .await

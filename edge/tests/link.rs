@@ -1,0 +1,127 @@
+//! Our link handshake against itself over real TLS on 127.0.0.1: an authenticating
+//! initiator is seen by the responder as that relay; a non-authenticating one as a client;
+//! an initiator expecting another identity refuses the responder.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use edge::channel::{ChanError, Channel, LinkContext, Peer};
+use proto::keys::{EdgeKeys, RelayKeys};
+use proto::link::LinkCerts;
+use tokio::net::{TcpListener, TcpStream};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Relay {
+    keys: EdgeKeys,
+    ctx: Arc<LinkContext>,
+    tls_der: Vec<u8>,
+}
+
+fn relay() -> Relay {
+    let mut rng = rand::rngs::OsRng;
+    let bundle = RelayKeys::generate(&mut rng, now(), 86400 * 30).unwrap();
+    let files = bundle.to_files().unwrap();
+    let keys = EdgeKeys::load(|n| {
+        files
+            .iter()
+            .find(|f| f.name == n)
+            .map(|f| f.contents.clone())
+            .ok_or(proto::Error::Key(n.into()))
+    })
+    .unwrap();
+    let (certs, tls) = LinkCerts::generate(&mut rng, &keys, now(), 86400).unwrap();
+    let tls_der = tls.to_pkcs1_der().unwrap().to_vec();
+    let ctx = Arc::new(LinkContext {
+        certs,
+        my_addrs: vec![IpAddr::from([127, 0, 0, 1])],
+    });
+    Relay { keys, ctx, tls_der }
+}
+
+async fn handshake(
+    responder: &Relay,
+    initiator: &Relay,
+    authenticate: bool,
+    expect_rsa: Option<proto::RsaIdentity>,
+) -> (Result<Peer, String>, Result<Peer, String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        edge::tls::server_config(&responder.ctx.certs.link_cert_der, &responder.tls_der).unwrap(),
+    );
+    let rctx = responder.ctx.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+        Channel::accept(tls, &rctx, peer.ip(), Duration::from_secs(10))
+            .await
+            .map(|c| c.peer.clone())
+            .map_err(|e| e.to_string())
+    });
+    let connector = tokio_rustls::TlsConnector::from(edge::tls::client_config().unwrap());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(edge::tls::random_server_name(), tcp)
+        .await
+        .unwrap();
+    let client = Channel::connect(
+        tls,
+        &initiator.ctx,
+        expect_rsa,
+        None,
+        authenticate,
+        addr.ip(),
+        Duration::from_secs(10),
+    )
+    .await
+    .map(|c| c.peer.clone())
+    .map_err(|e: ChanError| e.to_string());
+    let server = tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("responder finishes")
+        .unwrap();
+    (client, server)
+}
+
+#[tokio::test]
+async fn authenticated_initiator_is_known_by_its_identities() {
+    let (a, b) = (relay(), relay());
+    let (client, server) = handshake(&a, &b, true, Some(a.keys.rsa_identity())).await;
+    match client.unwrap() {
+        Peer::Relay(p) => {
+            assert_eq!(p.rsa, a.keys.rsa_identity());
+            assert_eq!(p.ed, a.keys.ed_identity);
+        }
+        other => panic!("{other:?}"),
+    }
+    match server.unwrap() {
+        Peer::Relay(p) => {
+            assert_eq!(p.rsa, b.keys.rsa_identity());
+            assert_eq!(p.ed, b.keys.ed_identity);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_initiator_is_a_client() {
+    let (a, b) = (relay(), relay());
+    let (client, server) = handshake(&a, &b, false, None).await;
+    assert!(matches!(client.unwrap(), Peer::Relay(_)));
+    assert_eq!(server.unwrap(), Peer::Client);
+}
+
+#[tokio::test]
+async fn initiator_refuses_the_wrong_identity() {
+    let (a, b, c) = (relay(), relay(), relay());
+    let (client, _server) = handshake(&a, &b, true, Some(c.keys.rsa_identity())).await;
+    assert!(client.unwrap_err().contains("identity"));
+}
