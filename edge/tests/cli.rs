@@ -185,9 +185,14 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 
 #[test]
 fn run_serves_metrics_and_exits_cleanly_on_sigterm() {
+    let keys = tempfile::tempdir().unwrap();
+    let kg = output(bin().args(["keygen", "--keys-dir"]).arg(keys.path()));
+    assert!(kg.status.success(), "{}", text(&kg.stderr));
     let mut child = KillOnDrop(
         bin()
             .args(["run", "--metrics-listen", "127.0.0.1:0"])
+            .env(format!("{ENV}__KEYS_DIR"), keys.path())
+            .env(format!("{ENV}__ORPORT__LISTEN"), "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
