@@ -12,6 +12,7 @@
 pub mod channel;
 pub mod config;
 pub mod orport;
+pub mod publish;
 pub mod tls;
 
 use std::collections::HashMap;
