@@ -92,7 +92,9 @@ async fn upload_inner(
 /// Parses `HTTP/1.x NNN reason` from the first line.
 fn parse_status(resp: &[u8]) -> Option<UploadResult> {
     let end = resp.iter().position(|&b| b == b'\n')?;
-    let line = std::str::from_utf8(&resp[..end]).ok()?.trim_end_matches('\r');
+    let line = std::str::from_utf8(&resp[..end])
+        .ok()?
+        .trim_end_matches('\r');
     let mut parts = line.splitn(3, ' ');
     let version = parts.next()?;
     if !version.starts_with("HTTP/1.") {
