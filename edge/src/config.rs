@@ -65,6 +65,9 @@ pub struct OrPort {
     pub idle_timeout_secs: u64,
     /// Most connections open at once; more are refused. Default: 4096.
     pub max_channels: usize,
+    /// Seconds between rotations of this process's TLS link key and certificate (open
+    /// channels keep theirs). Default: 7200, as C tor.
+    pub tls_rotation_secs: u64,
 }
 
 impl Default for OrPort {
@@ -75,6 +78,7 @@ impl Default for OrPort {
             handshake_timeout_secs: 30,
             idle_timeout_secs: 180,
             max_channels: 4096,
+            tls_rotation_secs: 7200,
         }
     }
 }

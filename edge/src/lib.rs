@@ -187,6 +187,37 @@ pub struct Listeners {
 /// Lifetime of the per-process TLS link certificate and its type-5/6 certificates.
 pub const LINK_CERT_LIFETIME_SECS: u64 = 2 * 24 * 3600;
 
+/// A fresh TLS link key and certificate, with the link certificates (types 5 and 6) that
+/// name them.
+fn link_state(
+    keys: &proto::keys::EdgeKeys,
+    my_addrs: &[std::net::IpAddr],
+) -> Result<orport::LinkState, Error> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (certs, tls_key) = proto::link::LinkCerts::generate(
+        &mut rand::rngs::OsRng,
+        keys,
+        now,
+        LINK_CERT_LIFETIME_SECS,
+    )
+    .map_err(|e| Error::Keys(e.to_string()))?;
+    let tls_der = tls_key
+        .to_pkcs1_der()
+        .map_err(|e| Error::Keys(e.to_string()))?;
+    let server_tls = tls::server_config(&certs.link_cert_der, &tls_der)
+        .map_err(|e| Error::Keys(format!("TLS: {e}")))?;
+    Ok(orport::LinkState {
+        tls: tokio_rustls::TlsAcceptor::from(server_tls),
+        ctx: std::sync::Arc::new(channel::LinkContext {
+            certs,
+            my_addrs: my_addrs.to_vec(),
+        }),
+    })
+}
+
 /// Runs the edge until `shutdown` completes: loads the keys from `keys_dir`, makes this
 /// process's TLS link certificate, serves the ORPort and `/metrics`.
 ///
@@ -200,29 +231,12 @@ pub async fn run(
 ) -> Result<(), Error> {
     let handle = runtime::install_metrics_recorder()?;
     runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
-    let keys = proto::runtime::keydir::load_edge_keys(&config.keys_dir)?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (certs, tls_key) = proto::link::LinkCerts::generate(
-        &mut rand::rngs::OsRng,
-        &keys,
-        now,
-        LINK_CERT_LIFETIME_SECS,
-    )
-    .map_err(|e| Error::Keys(e.to_string()))?;
-    let tls_der = tls_key
-        .to_pkcs1_der()
-        .map_err(|e| Error::Keys(e.to_string()))?;
-    let server_tls = tls::server_config(&certs.link_cert_der, &tls_der)
-        .map_err(|e| Error::Keys(format!("TLS: {e}")))?;
+    let keys = std::sync::Arc::new(proto::runtime::keydir::load_edge_keys(&config.keys_dir)?);
     let orport_addr = listeners.orport.local_addr()?;
     let advertised = config.orport.advertised_address.unwrap_or(orport_addr);
-    let ctx = std::sync::Arc::new(channel::LinkContext {
-        certs,
-        my_addrs: vec![advertised.ip()],
-    });
+    let my_addrs = vec![advertised.ip()];
+    let (state_tx, state_rx) =
+        tokio::sync::watch::channel(std::sync::Arc::new(link_state(&keys, &my_addrs)?));
     let metrics_addr = listeners.metrics.local_addr()?;
     tracing::info!("metrics listening on {metrics_addr}");
     tracing::info!("ORPort listening on {orport_addr}");
@@ -238,16 +252,28 @@ pub async fn run(
         max_channels: config.orport.max_channels,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let orport = orport::serve(
-        listeners.orport,
-        tokio_rustls::TlsAcceptor::from(server_tls),
-        ctx,
-        limits,
-        stop_rx,
-    );
+    let orport = orport::serve(listeners.orport, state_rx, limits, stop_rx);
     tokio::pin!(orport);
+    let rotation = std::time::Duration::from_secs(config.orport.tls_rotation_secs.max(1));
+    let rotate = async {
+        loop {
+            tokio::time::sleep(rotation).await;
+            // Key generation takes a while; keep it off the async workers.
+            let (k, a) = (keys.clone(), my_addrs.clone());
+            match tokio::task::spawn_blocking(move || link_state(&k, &a)).await {
+                Ok(Ok(s)) => {
+                    let _ = state_tx.send(std::sync::Arc::new(s));
+                    metrics::counter!("edge_link_cert_rotations_total").increment(1);
+                    tracing::info!("rotated the TLS link certificate");
+                }
+                Ok(Err(e)) => tracing::warn!("link certificate rotation failed: {e}"),
+                Err(e) => tracing::warn!("link certificate rotation failed: {e}"),
+            }
+        }
+    };
     tokio::select! {
         never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
+        never = rotate => match never {},
         () = &mut orport => {}
         () = shutdown => {}
     }

@@ -29,11 +29,28 @@ pub struct OrPortLimits {
     pub max_channels: usize,
 }
 
-/// Serves the ORPort on `listener` until `shutdown` turns true.
+/// What a new connection is served with: the TLS acceptor and the link certificates that
+/// match it. Replaced as a whole when the link certificate rotates, so a connection never
+/// sees a TLS certificate from one generation and CERTS from another.
+#[derive(Clone)]
+pub struct LinkState {
+    /// TLS acceptor presenting the current link certificate.
+    pub tls: TlsAcceptor,
+    /// The matching certificates.
+    pub ctx: Arc<LinkContext>,
+}
+
+impl std::fmt::Debug for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkState").finish_non_exhaustive()
+    }
+}
+
+/// Serves the ORPort on `listener` until `shutdown` turns true. Each connection uses the
+/// [`LinkState`] current when it was accepted.
 pub async fn serve(
     listener: TcpListener,
-    tls: TlsAcceptor,
-    ctx: Arc<LinkContext>,
+    state: watch::Receiver<Arc<LinkState>>,
     limits: OrPortLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -59,8 +76,9 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (tls, ctx, limits, shutdown) =
-            (tls.clone(), ctx.clone(), limits.clone(), shutdown.clone());
+        let current = state.borrow().clone();
+        let (tls, ctx) = (current.tls.clone(), current.ctx.clone());
+        let (limits, shutdown) = (limits.clone(), shutdown.clone());
         tasks.spawn(async move {
             metrics::gauge!("edge_channels_open").increment(1.0);
             let r = handle(tcp, peer, tls, &ctx, &limits, shutdown).await;
