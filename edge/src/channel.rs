@@ -178,29 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
     /// # Errors
     /// [`ChanError::Timeout`], [`ChanError::Closed`] or I/O errors.
     pub async fn read_cell(&mut self, limit: Duration) -> Result<ChanCell, ChanError> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(cell) = self.codec.decode(&mut self.rbuf)? {
-                return Ok(cell);
-            }
-            if self.rbuf.len() > MAX_CELL {
-                // Cannot happen with a correct decoder; refuse rather than grow.
-                return Err(proto::Error::TooLarge("cell").into());
-            }
-            self.rbuf.reserve(4096);
-            let n = match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf))
-                .await
-                .map_err(|_| ChanError::Timeout("waiting for a cell"))?
-            {
-                Ok(n) => n,
-                // Tor peers routinely close without a TLS close_notify.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                return Err(ChanError::Closed);
-            }
-        }
+        read_cell_from(&mut self.stream, &self.codec, &mut self.rbuf, limit).await
     }
 
     /// Encodes and sends one message; returns the framed bytes (for SLOG/CLOG).
@@ -459,65 +437,199 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
         }
     }
 
-    /// The open channel: ignores padding, answers every CREATE* with DESTROY (no circuit
-    /// workers are attached yet), drops cells for unknown circuits, closes on anything
-    /// that is not allowed on an open link. Returns when the peer closes, idles out, or
-    /// `shutdown` fires.
+    /// Hands the open channel to a reader task and a writer task and returns a handle
+    /// for sending cells on it. The reader ignores padding, answers every CREATE* with
+    /// DESTROY (no circuit workers are attached yet), drops cells for unknown circuits and
+    /// closes the channel on anything not allowed on an open link or after `idle` without
+    /// a cell; `shutdown` closes it too. The join handle yields why it ended.
+    pub fn spawn(
+        self,
+        idle: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> (
+        ChannelHandle,
+        tokio::task::JoinHandle<Result<(), ChanError>>,
+    )
+    where
+        S: Send + 'static,
+    {
+        let (r, mut w) = tokio::io::split(self.stream);
+        let mut reader = CellReader {
+            r,
+            codec: self.codec,
+            rbuf: self.rbuf,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ChanCell>(CHANNEL_QUEUE);
+        let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
+        let handle = ChannelHandle {
+            id: next_channel_id(),
+            peer: self.peer,
+            link_version: self.link_version,
+            tx: tx.clone(),
+            closed: closed_rx,
+        };
+        let codec = self.codec;
+        let task = tokio::spawn(async move {
+            let writer = async {
+                let mut out = BytesMut::new();
+                while let Some(cell) = rx.recv().await {
+                    codec.encode(&cell, &mut out)?;
+                    // Batch whatever else is already queued into the same write.
+                    while out.len() < 16 * 1024 {
+                        match rx.try_recv() {
+                            Ok(c) => codec.encode(&c, &mut out)?,
+                            Err(_) => break,
+                        }
+                    }
+                    w.write_all(&out).await?;
+                    w.flush().await?;
+                    out.clear();
+                }
+                Ok::<(), ChanError>(())
+            };
+            let reader_loop = async {
+                loop {
+                    let cell = match reader.read_cell(idle).await {
+                        Ok(c) => c,
+                        Err(ChanError::Closed) => return Ok(()),
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(reply) = on_open_cell(cell)? {
+                        if tx.send(reply).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let r = tokio::select! {
+                r = reader_loop => r,
+                r = writer => r,
+                _ = shutdown.changed() => Ok(()),
+            };
+            let _ = closed_tx.send(true);
+            r
+        });
+        (handle, task)
+    }
+}
+
+/// Capacity of a channel's outbound cell queue.
+const CHANNEL_QUEUE: usize = 256;
+
+fn next_channel_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What an open channel does with one incoming cell; `Some` is a reply to send.
+fn on_open_cell(cell: ChanCell) -> Result<Option<ChanCell>, ChanError> {
+    metrics::counter!("edge_cells_received_total").increment(1);
+    match cell.cmd {
+        ChanCmd::Padding | ChanCmd::Vpadding | ChanCmd::Authorize | ChanCmd::PaddingNegotiate => {
+            Ok(None)
+        }
+        ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2 => {
+            if cell.circ_id == CircId::LINK {
+                return Ok(None); // C tor silently ignores CREATE with id 0
+            }
+            // Until circuit workers are attached there is nobody to run the handshake:
+            // refuse the circuit cleanly.
+            metrics::counter!("edge_circuits_refused_total", "reason" => "no_worker").increment(1);
+            Ok(Some(ChanCell {
+                circ_id: cell.circ_id,
+                cmd: ChanCmd::Destroy,
+                payload: ChanMsg::Destroy(DestroyReason::ResourceLimit).encode()?,
+            }))
+        }
+        // No circuits exist on this channel: drop, as C tor does for unknown ids.
+        ChanCmd::Relay
+        | ChanCmd::RelayEarly
+        | ChanCmd::Destroy
+        | ChanCmd::Created
+        | ChanCmd::CreatedFast
+        | ChanCmd::Created2
+        | ChanCmd::Unrecognized(_) => Ok(None),
+        other => Err(ChanError::Unexpected {
+            cmd: other,
+            state: "open channel",
+        }),
+    }
+}
+
+/// Reads framed cells from one direction of a link.
+struct CellReader<R> {
+    r: R,
+    codec: ChanCodec,
+    rbuf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> CellReader<R> {
+    async fn read_cell(&mut self, limit: Duration) -> Result<ChanCell, ChanError> {
+        read_cell_from(&mut self.r, &self.codec, &mut self.rbuf, limit).await
+    }
+}
+
+async fn read_cell_from<R: AsyncRead + Unpin>(
+    r: &mut R,
+    codec: &ChanCodec,
+    rbuf: &mut BytesMut,
+    limit: Duration,
+) -> Result<ChanCell, ChanError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(cell) = codec.decode(rbuf)? {
+            return Ok(cell);
+        }
+        if rbuf.len() > MAX_CELL {
+            // Cannot happen with a correct decoder; refuse rather than grow.
+            return Err(proto::Error::TooLarge("cell").into());
+        }
+        rbuf.reserve(4096);
+        let n = match tokio::time::timeout_at(deadline, r.read_buf(rbuf))
+            .await
+            .map_err(|_| ChanError::Timeout("waiting for a cell"))?
+        {
+            Ok(n) => n,
+            // Tor peers routinely close without a TLS close_notify.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Err(ChanError::Closed);
+        }
+    }
+}
+
+/// A handle on an open channel: send cells, learn whether it closed. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ChannelHandle {
+    /// Process-unique channel id.
+    pub id: u64,
+    /// Who is on the other end.
+    pub peer: Peer,
+    /// Negotiated link version.
+    pub link_version: u16,
+    tx: tokio::sync::mpsc::Sender<ChanCell>,
+    closed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ChannelHandle {
+    /// Queues a cell (waits while the queue is full: back-pressure).
     ///
     /// # Errors
-    /// The [`ChanError`] that ended the channel (not for a clean close or shutdown).
-    pub async fn serve_open(
-        &mut self,
-        idle: Duration,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), ChanError> {
-        loop {
-            let cell = tokio::select! {
-                r = self.read_cell(idle) => match r {
-                    Ok(c) => c,
-                    Err(ChanError::Closed) => return Ok(()),
-                    Err(e) => return Err(e),
-                },
-                _ = shutdown.changed() => return Ok(()),
-            };
-            metrics::counter!("edge_cells_received_total").increment(1);
-            match cell.cmd {
-                ChanCmd::Padding
-                | ChanCmd::Vpadding
-                | ChanCmd::Authorize
-                | ChanCmd::PaddingNegotiate => {}
-                ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2 => {
-                    if cell.circ_id == CircId::LINK {
-                        continue; // C tor silently ignores CREATE with id 0
-                    }
-                    // Until circuit workers are attached there is nobody to run the
-                    // handshake: refuse the circuit cleanly.
-                    metrics::counter!("edge_circuits_refused_total", "reason" => "no_worker")
-                        .increment(1);
-                    self.send(
-                        cell.circ_id,
-                        &ChanMsg::Destroy(DestroyReason::ResourceLimit),
-                    )
-                    .await?;
-                    self.flush().await?;
-                }
-                ChanCmd::Relay
-                | ChanCmd::RelayEarly
-                | ChanCmd::Destroy
-                | ChanCmd::Created
-                | ChanCmd::CreatedFast
-                | ChanCmd::Created2 => {
-                    // No circuits exist on this channel: drop, as C tor does for unknown ids.
-                }
-                ChanCmd::Unrecognized(_) => {}
-                other => {
-                    return Err(ChanError::Unexpected {
-                        cmd: other,
-                        state: "open channel",
-                    });
-                }
-            }
-        }
+    /// [`ChanError::Closed`] when the channel has ended.
+    pub async fn send(&self, cell: ChanCell) -> Result<(), ChanError> {
+        self.tx.send(cell).await.map_err(|_| ChanError::Closed)
+    }
+
+    /// True once the channel has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow() || self.tx.is_closed()
+    }
+
+    /// Waits until the channel ends.
+    pub async fn closed(&mut self) {
+        let _ = self.closed.wait_for(|c| *c).await;
     }
 }
 

@@ -9,6 +9,7 @@
 //! Invariant: the process never logs client addresses; the only addresses logged are the
 //! ones it binds.
 
+pub mod chanmgr;
 pub mod channel;
 pub mod config;
 pub mod orport;
@@ -252,7 +253,16 @@ pub async fn run(
         max_channels: config.orport.max_channels,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let orport = orport::serve(listeners.orport, state_rx, limits, stop_rx);
+    let channels = std::sync::Arc::new(
+        chanmgr::ChannelManager::new(
+            state_rx.clone(),
+            limits.handshake_timeout,
+            limits.idle_timeout,
+            stop_rx.clone(),
+        )
+        .map_err(|e| Error::Keys(format!("TLS: {e}")))?,
+    );
+    let orport = orport::serve(listeners.orport, state_rx, limits, channels, stop_rx);
     tokio::pin!(orport);
     let rotation = std::time::Duration::from_secs(config.orport.tls_rotation_secs.max(1));
     let rotate = async {

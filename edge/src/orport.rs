@@ -52,6 +52,7 @@ pub async fn serve(
     listener: TcpListener,
     state: watch::Receiver<Arc<LinkState>>,
     limits: OrPortLimits,
+    channels: Arc<crate::chanmgr::ChannelManager>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_channels));
@@ -78,10 +79,10 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let current = state.borrow().clone();
         let (tls, ctx) = (current.tls.clone(), current.ctx.clone());
-        let (limits, shutdown) = (limits.clone(), shutdown.clone());
+        let (limits, shutdown, channels) = (limits.clone(), shutdown.clone(), channels.clone());
         tasks.spawn(async move {
             metrics::gauge!("edge_channels_open").increment(1.0);
-            let r = handle(tcp, peer, tls, &ctx, &limits, shutdown).await;
+            let r = handle(tcp, peer, tls, &ctx, &limits, &channels, shutdown).await;
             metrics::gauge!("edge_channels_open").decrement(1.0);
             match r {
                 Ok(()) => {
@@ -107,7 +108,8 @@ async fn handle(
     tls: TlsAcceptor,
     ctx: &LinkContext,
     limits: &OrPortLimits,
-    mut shutdown: watch::Receiver<bool>,
+    channels: &crate::chanmgr::ChannelManager,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ChanError> {
     let start = tokio::time::Instant::now();
     let stream = tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp))
@@ -115,7 +117,7 @@ async fn handle(
         .map_err(|_| ChanError::Timeout("TLS handshake"))??;
     let left = limits.handshake_timeout.saturating_sub(start.elapsed());
     let peer_ip: IpAddr = peer.ip().to_canonical();
-    let mut ch = Channel::accept(stream, ctx, peer_ip, left).await?;
+    let ch = Channel::accept(stream, ctx, peer_ip, left).await?;
     let kind = match &ch.peer {
         Peer::Client => "client",
         Peer::Relay(p) => {
@@ -125,5 +127,8 @@ async fn handle(
     };
     metrics::counter!("edge_channels_opened_total", "direction" => "inbound", "peer" => kind)
         .increment(1);
-    ch.serve_open(limits.idle_timeout, &mut shutdown).await
+    let (handle, task) = ch.spawn(limits.idle_timeout, shutdown);
+    // An authenticated relay's link is reused for our own extends to it.
+    channels.register(&handle);
+    task.await.unwrap_or(Ok(()))
 }

@@ -125,3 +125,95 @@ async fn initiator_refuses_the_wrong_identity() {
     let (client, _server) = handshake(&a, &b, true, Some(c.keys.rsa_identity())).await;
     assert!(client.unwrap_err().contains("identity"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_manager_reuses_one_link_per_identity() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (resp, me) = (relay(), relay());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        edge::tls::server_config(&resp.ctx.certs.link_cert_der, &resp.tls_der).unwrap(),
+    );
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let (kill_tx, kill_rx) = tokio::sync::watch::channel(false);
+    let (rctx, count) = (resp.ctx.clone(), accepts.clone());
+    let kill = kill_rx.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, rctx, kill) = (acceptor.clone(), rctx.clone(), kill.clone());
+            tokio::spawn(async move {
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let ch = Channel::accept(tls, &rctx, peer.ip(), Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                let (_h, task) = ch.spawn(Duration::from_secs(60), kill);
+                let _ = task.await;
+            });
+        }
+    });
+
+    let state = edge::orport::LinkState {
+        tls: tokio_rustls::TlsAcceptor::from(
+            edge::tls::server_config(&me.ctx.certs.link_cert_der, &me.tls_der).unwrap(),
+        ),
+        ctx: me.ctx.clone(),
+    };
+    let (_state_tx, state_rx) = tokio::sync::watch::channel(Arc::new(state));
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mgr = Arc::new(
+        edge::chanmgr::ChannelManager::new(
+            state_rx,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            stop_rx,
+        )
+        .unwrap(),
+    );
+    let std::net::SocketAddr::V4(v4) = addr else {
+        unreachable!()
+    };
+    let target = proto::linkspec::ExtendTarget {
+        ipv4: Some(v4),
+        ipv6: None,
+        rsa_id: resp.keys.rsa_identity(),
+        ed_id: Some(resp.keys.ed_identity),
+    };
+    let mut joins = Vec::new();
+    for _ in 0..5 {
+        let (mgr, target) = (mgr.clone(), target.clone());
+        joins.push(tokio::spawn(async move {
+            mgr.get_or_connect(&target).await.unwrap()
+        }));
+    }
+    let mut ids = Vec::new();
+    for j in joins {
+        ids.push(j.await.unwrap().id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    assert_eq!(
+        accepts.load(Ordering::SeqCst),
+        1,
+        "five concurrent callers, one link"
+    );
+    assert_eq!(mgr.open_channels(), 1);
+
+    // When the link dies, the next caller opens a fresh one.
+    let mut h = mgr.get_or_connect(&target).await.unwrap();
+    kill_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), h.closed())
+        .await
+        .unwrap();
+    let h2 = mgr.get_or_connect(&target).await.unwrap();
+    assert_ne!(h2.id, h.id);
+    assert_eq!(accepts.load(Ordering::SeqCst), 2);
+
+    // A target whose identity differs from the responder's is refused.
+    let wrong = proto::linkspec::ExtendTarget {
+        rsa_id: me.keys.rsa_identity(),
+        ..target
+    };
+    assert!(mgr.get_or_connect(&wrong).await.is_err());
+}
