@@ -494,10 +494,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
                         Err(ChanError::Closed) => return Ok(()),
                         Err(e) => return Err(e),
                     };
-                    if let Some(reply) = on_open_cell(cell)? {
-                        if tx.send(reply).await.is_err() {
-                            return Ok(());
-                        }
+                    if let Some(reply) = on_open_cell(cell)?
+                        && tx.send(reply).await.is_err()
+                    {
+                        return Ok(());
                     }
                 }
             };
