@@ -29,6 +29,8 @@ pub struct Config {
     pub nickname: String,
     /// The Tor-facing ORPort.
     pub orport: OrPort,
+    /// Descriptor publication.
+    pub directory: Directory,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
     /// Logging.
@@ -42,6 +44,7 @@ impl Default for Config {
             keys_dir: PathBuf::from("keys"),
             nickname: "Unnamed".to_owned(),
             orport: OrPort::default(),
+            directory: Directory::default(),
             metrics: Metrics::default(),
             log: Log::default(),
         }
@@ -79,6 +82,50 @@ impl Default for OrPort {
             idle_timeout_secs: 180,
             max_channels: 4096,
             tls_rotation_secs: 7200,
+        }
+    }
+}
+
+/// `[directory]`: where and how this relay publishes its server descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Directory {
+    /// DirPort addresses (`host:port`) of the directory authorities to upload the
+    /// descriptor to with `POST /tor/`. Default: empty (publish nothing). As an environment
+    /// override, comma-separated.
+    #[serde(deserialize_with = "runtime::string_or_list")]
+    pub authorities: Vec<String>,
+    /// Whether this edge publishes the descriptor. In a fleet, one edge publishing is
+    /// enough; any edge can. Default: true.
+    pub publish: bool,
+    /// Seconds between re-uploads of an unchanged descriptor (C tor republishes at least
+    /// every 18 hours). Default: 64800.
+    pub republish_secs: u64,
+    /// Seconds before retrying an authority that did not accept the descriptor. Default: 60.
+    pub retry_secs: u64,
+    /// Advertised average bandwidth, bytes per second (descriptor `bandwidth` line).
+    /// Default: 1048576.
+    pub bandwidth_rate: u64,
+    /// Advertised burst bandwidth, bytes per second. Default: 2097152.
+    pub bandwidth_burst: u64,
+    /// Operator contact for the descriptor's `contact` line. Default: empty (omitted).
+    pub contact: String,
+    /// Include the legacy TAP `onion-key` and its crosscert (C tor 0.4.9 authorities before
+    /// 0.4.9.12 require them). Default: true.
+    pub publish_tap_key: bool,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            authorities: Vec::new(),
+            publish: true,
+            republish_secs: 18 * 3600,
+            retry_secs: 60,
+            bandwidth_rate: 1 << 20,
+            bandwidth_burst: 2 << 20,
+            contact: String::new(),
+            publish_tap_key: true,
         }
     }
 }
