@@ -1,1 +1,643 @@
-//! Test harness shared by the integration tests (placeholder).
+//! Test harness for integration and interop tests: private Tor networks of unmodified
+//! C tor processes on 127.0.0.1 (authorities, relays, clients), to which tests add our own
+//! processes (edge, circuit-worker, dirauth).
+//!
+//! Invariants:
+//! - Everything binds 127.0.0.1; ports are picked free by the harness and never reused
+//!   within one test process.
+//! - Every process started here is killed (by PID) and reaped when its owner drops,
+//!   including on panic; on panic the tail of every log is printed to stderr first.
+//! - Every wait is bounded; a timeout is an error that names what was awaited.
+//! - `tor` missing is a test failure (a panic naming the package), never a skip.
+//!
+//! ```no_run
+//! use tests::{NetConfig, TorNet};
+//! let net = TorNet::start(&NetConfig { relays: 2, ..NetConfig::default() }).unwrap();
+//! let consensus = net.wait_for_consensus(std::time::Duration::from_secs(120), |c| {
+//!     c.routers.len() == 5
+//! }).unwrap();
+//! ```
+
+pub mod control;
+pub mod http;
+pub mod process;
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+
+pub use process::Process;
+
+/// Path of the `tor` binary. Panics (failing the test) when it is not installed.
+pub fn tor_binary() -> PathBuf {
+    which("tor").unwrap_or_else(|| {
+        panic!("`tor` is not on PATH: install Debian's tor package (apt-get install -y tor)")
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A free TCP port on 127.0.0.1, never handed out twice in this process.
+pub fn free_port() -> u16 {
+    static USED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("can bind 127.0.0.1:0");
+        let mut used = USED.lock().unwrap_or_else(PoisonError::into_inner);
+        if used.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+    panic!("no free port found")
+}
+
+/// Polls `f` every `every` until it returns `Some`, for at most `limit`.
+///
+/// # Errors
+/// A timeout error naming `what`.
+pub fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Shape of a private network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// C tor directory authorities.
+    pub authorities: usize,
+    /// C tor relays (non-exit).
+    pub relays: usize,
+    /// C tor exit relays.
+    pub exits: usize,
+    /// C tor clients (each with a SocksPort).
+    pub clients: usize,
+    /// `AssumeReachable 0` on authorities: they test every relay's ORPort.
+    pub reachability_testing: bool,
+    /// Consensus period, seconds (`V3AuthVotingInterval`).
+    pub voting_interval_secs: u32,
+    /// Extra torrc lines for every authority.
+    pub authority_extra: Vec<String>,
+    /// Extra torrc lines for every relay.
+    pub relay_extra: Vec<String>,
+    /// Extra torrc lines for every client.
+    pub client_extra: Vec<String>,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            authorities: 3,
+            relays: 0,
+            exits: 0,
+            clients: 0,
+            reachability_testing: true,
+            voting_interval_secs: 10,
+            authority_extra: Vec::new(),
+            relay_extra: Vec::new(),
+            client_extra: Vec::new(),
+        }
+    }
+}
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Directory authority.
+    Authority,
+    /// Non-exit relay.
+    Relay,
+    /// Exit relay.
+    Exit,
+    /// Client.
+    Client,
+}
+
+/// One C tor process of the network.
+#[derive(Debug)]
+pub struct TorNode {
+    /// Nickname.
+    pub nickname: String,
+    /// Role.
+    pub role: Role,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// ORPort (0 for clients).
+    pub or_port: u16,
+    /// DirPort (authorities only).
+    pub dir_port: Option<u16>,
+    /// ControlPort (no authentication).
+    pub control_port: u16,
+    /// SocksPort (clients only).
+    pub socks_port: Option<u16>,
+    /// RSA fingerprint, 40 upper-case hex digits (empty for clients).
+    pub fingerprint: String,
+    /// v3 identity of an authority's key certificate.
+    pub v3ident: Option<String>,
+    /// The running process.
+    pub process: Process,
+}
+
+impl TorNode {
+    /// The DirPort address.
+    pub fn dir_addr(&self) -> Option<SocketAddr> {
+        self.dir_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+    }
+    /// The ORPort address.
+    pub fn or_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.or_port))
+    }
+    /// A ControlPort connection, authenticated.
+    ///
+    /// # Errors
+    /// Connection or authentication failure.
+    pub fn control(&self) -> Result<control::Control> {
+        control::Control::connect(SocketAddr::from(([127, 0, 0, 1], self.control_port)))
+    }
+}
+
+/// A running private network. Dropping it kills every process.
+#[derive(Debug)]
+pub struct TorNet {
+    /// Authorities, in `DirAuthority` order.
+    pub authorities: Vec<TorNode>,
+    /// Relays and exits.
+    pub relays: Vec<TorNode>,
+    /// Clients.
+    pub clients: Vec<TorNode>,
+    dir_authority_lines: Vec<String>,
+    config: NetConfig,
+    // Declared last: dropped after the processes that use it.
+    root: tempfile::TempDir,
+}
+
+fn common_torrc(nickname: &str, data_dir: &Path, control_port: u16) -> String {
+    format!(
+        "TestingTorNetwork 1\n\
+         DataDirectory {dir}\n\
+         Nickname {nickname}\n\
+         Log notice file {dir}/notice.log\n\
+         Log info file {dir}/info.log\n\
+         ControlPort 127.0.0.1:{control_port}\n\
+         CookieAuthentication 0\n\
+         SafeLogging 0\n\
+         ClientUseIPv6 0\n\
+         ConnLimit 60\n\
+         RunAsDaemon 0\n",
+        dir = data_dir.display()
+    )
+}
+
+impl TorNet {
+    /// Generates keys, writes torrcs and starts every process; returns once all are
+    /// running (not once a consensus exists: see [`TorNet::wait_for_consensus`]).
+    ///
+    /// # Errors
+    /// A key-generation or start-up failure.
+    pub fn start(config: &NetConfig) -> Result<TorNet> {
+        let tor = tor_binary();
+        let root = tempfile::Builder::new().prefix("tornet-").tempdir()?;
+        // 1. Authority keys and identities.
+        struct AuthPlan {
+            nickname: String,
+            dir: PathBuf,
+            or_port: u16,
+            dir_port: u16,
+            fingerprint: String,
+            v3ident: String,
+        }
+        let mut plans = Vec::new();
+        for i in 0..config.authorities {
+            let nickname = format!("auth{i}");
+            let dir = root.path().join(&nickname);
+            let keys = dir.join("keys");
+            std::fs::create_dir_all(&keys)?;
+            let (or_port, dir_port) = (free_port(), free_port());
+            let out = Command::new(which("tor-gencert").context("tor-gencert not on PATH")?)
+                .current_dir(&keys)
+                .args([
+                    "--create-identity-key",
+                    "--passphrase-fd",
+                    "0",
+                    "-m",
+                    "12",
+                    "-a",
+                    &format!("127.0.0.1:{dir_port}"),
+                ])
+                .stdin(Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "tor-gencert failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let cert = std::fs::read_to_string(keys.join("authority_certificate"))?;
+            let v3ident = cert
+                .lines()
+                .find_map(|l| l.strip_prefix("fingerprint "))
+                .context("authority certificate without fingerprint")?
+                .trim()
+                .to_owned();
+            let fingerprint = list_fingerprint(&tor, &dir)?;
+            plans.push(AuthPlan {
+                nickname,
+                dir,
+                or_port,
+                dir_port,
+                fingerprint,
+                v3ident,
+            });
+        }
+        let dir_authority_lines: Vec<String> = plans
+            .iter()
+            .map(|p| {
+                format!(
+                    "DirAuthority {} orport={} no-v2 v3ident={} 127.0.0.1:{} {}",
+                    p.nickname, p.or_port, p.v3ident, p.dir_port, p.fingerprint
+                )
+            })
+            .collect();
+        let dirauth_block: String = dir_authority_lines
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let vi = config.voting_interval_secs.max(5);
+        let delay = (vi / 5).max(2);
+        let timing = format!(
+            "V3AuthVotingInterval {vi}\nTestingV3AuthInitialVotingInterval {vi}\n\
+             V3AuthVoteDelay {delay}\nTestingV3AuthInitialVoteDelay {delay}\n\
+             V3AuthDistDelay {delay}\nTestingV3AuthInitialDistDelay {delay}\n\
+             V3AuthNIntervalsValid 2\n"
+        );
+
+        let mut net = TorNet {
+            authorities: Vec::new(),
+            relays: Vec::new(),
+            clients: Vec::new(),
+            dir_authority_lines,
+            config: config.clone(),
+            root,
+        };
+        // 2. Authorities.
+        for p in plans {
+            let control_port = free_port();
+            let mut torrc = common_torrc(&p.nickname, &p.dir, control_port);
+            let _ = write!(
+                torrc,
+                "Address 127.0.0.1\nORPort 127.0.0.1:{}\nDirPort 127.0.0.1:{}\nSocksPort 0\n\
+                 AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\n\
+                 ContactInfo {}@test.invalid\nAssumeReachable {}\n\
+                 TestingDirAuthVoteGuard *\nTestingDirAuthVoteHSDir *\n\
+                 TestingMinExitFlagThreshold 0\n{timing}{dirauth_block}",
+                p.or_port,
+                p.dir_port,
+                p.nickname,
+                if config.reachability_testing { 0 } else { 1 },
+            );
+            for l in &config.authority_extra {
+                let _ = writeln!(torrc, "{l}");
+            }
+            let process = start_tor(&tor, &p.dir, &torrc, &p.nickname)?;
+            net.authorities.push(TorNode {
+                nickname: p.nickname,
+                role: Role::Authority,
+                data_dir: p.dir,
+                or_port: p.or_port,
+                dir_port: Some(p.dir_port),
+                control_port,
+                socks_port: None,
+                fingerprint: p.fingerprint,
+                v3ident: Some(p.v3ident),
+                process,
+            });
+        }
+        // 3. Relays and exits.
+        for i in 0..config.relays + config.exits {
+            let exit = i >= config.relays;
+            let nickname = if exit {
+                format!("exit{i}")
+            } else {
+                format!("relay{i}")
+            };
+            let dir = net.root.path().join(&nickname);
+            std::fs::create_dir_all(&dir)?;
+            let (or_port, control_port) = (free_port(), free_port());
+            let mut torrc = common_torrc(&nickname, &dir, control_port);
+            let _ = write!(
+                torrc,
+                "Address 127.0.0.1\nORPort 127.0.0.1:{or_port}\nSocksPort 0\n\
+                 AssumeReachable 1\nContactInfo {nickname}@test.invalid\n{}\n{dirauth_block}",
+                if exit {
+                    "ExitRelay 1\nExitPolicy accept 127.0.0.0/8:*\nExitPolicyRejectPrivate 0"
+                } else {
+                    "ExitRelay 0\nExitPolicy reject *:*"
+                }
+            );
+            for l in &config.relay_extra {
+                let _ = writeln!(torrc, "{l}");
+            }
+            let process = start_tor(&tor, &dir, &torrc, &nickname)?;
+            let fingerprint = read_fingerprint(&dir)?;
+            net.relays.push(TorNode {
+                nickname,
+                role: if exit { Role::Exit } else { Role::Relay },
+                data_dir: dir,
+                or_port,
+                dir_port: None,
+                control_port,
+                socks_port: None,
+                fingerprint,
+                v3ident: None,
+                process,
+            });
+        }
+        // 4. Clients.
+        for i in 0..config.clients {
+            let nickname = format!("client{i}");
+            let dir = net.root.path().join(&nickname);
+            std::fs::create_dir_all(&dir)?;
+            let (socks, control_port) = (free_port(), free_port());
+            let mut torrc = common_torrc(&nickname, &dir, control_port);
+            let _ = write!(torrc, "SocksPort 127.0.0.1:{socks}\n{dirauth_block}");
+            for l in &config.client_extra {
+                let _ = writeln!(torrc, "{l}");
+            }
+            let process = start_tor(&tor, &dir, &torrc, &nickname)?;
+            net.clients.push(TorNode {
+                nickname,
+                role: Role::Client,
+                data_dir: dir,
+                or_port: 0,
+                dir_port: None,
+                control_port,
+                socks_port: Some(socks),
+                fingerprint: String::new(),
+                v3ident: None,
+                process,
+            });
+        }
+        Ok(net)
+    }
+
+    /// The `DirAuthority` torrc lines every node of this network uses.
+    pub fn dir_authority_lines(&self) -> &[String] {
+        &self.dir_authority_lines
+    }
+
+    /// DirPort addresses of the authorities (where relays POST their descriptors).
+    pub fn authority_dir_addrs(&self) -> Vec<SocketAddr> {
+        self.authorities
+            .iter()
+            .filter_map(TorNode::dir_addr)
+            .collect()
+    }
+
+    /// The configuration the network was started with.
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// A scratch directory inside the network's temporary root, for our own processes.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn scratch_dir(&self, name: &str) -> Result<PathBuf> {
+        let d = self.root.path().join(name);
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    /// Fetches the current consensus from authority `i` (None if it has none yet).
+    pub fn consensus(&self, i: usize) -> Option<Consensus> {
+        let addr = self.authorities.get(i)?.dir_addr()?;
+        let (status, body) = http::get(
+            addr,
+            "/tor/status-vote/current/consensus",
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        if status != 200 {
+            return None;
+        }
+        Consensus::parse(&String::from_utf8_lossy(&body))
+    }
+
+    /// Waits until some authority serves a consensus satisfying `pred`.
+    ///
+    /// # Errors
+    /// A timeout naming the last consensus seen (its router count).
+    pub fn wait_for_consensus(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&Consensus) -> bool,
+    ) -> Result<Consensus> {
+        let mut last = String::from("none");
+        let r = wait_for(
+            "a matching consensus",
+            limit,
+            Duration::from_secs(1),
+            || {
+                for i in 0..self.authorities.len() {
+                    if let Some(c) = self.consensus(i) {
+                        if pred(&c) {
+                            return Some(c);
+                        }
+                        last = format!("{} routers: {:?}", c.routers.len(), c.routers);
+                    }
+                }
+                None
+            },
+        );
+        r.map_err(|e| anyhow!("{e}; last consensus: {last}"))
+    }
+
+    /// Every process's log tail, for failure reports.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for n in self
+            .authorities
+            .iter()
+            .chain(&self.relays)
+            .chain(&self.clients)
+        {
+            let _ = writeln!(out, "===== {} ({:?}) notice.log =====", n.nickname, n.role);
+            out.push_str(&tail(&n.data_dir.join("notice.log"), lines));
+        }
+        out
+    }
+}
+
+impl Drop for TorNet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(30));
+        }
+        // Processes are killed by their own Drop, before `root` is removed.
+        for n in self
+            .clients
+            .iter_mut()
+            .chain(&mut self.relays)
+            .chain(&mut self.authorities)
+        {
+            n.process.kill();
+        }
+    }
+}
+
+/// The last `n` lines of a file ("" if unreadable).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn start_tor(tor: &Path, dir: &Path, torrc: &str, name: &str) -> Result<Process> {
+    let path = dir.join("torrc");
+    std::fs::write(&path, torrc)?;
+    let mut cmd = Command::new(tor);
+    cmd.arg("-f").arg(&path);
+    Process::spawn(name, cmd, &dir.join("stdout.log"))
+}
+
+/// Generates the relay identity key in `dir` and returns its fingerprint, without
+/// starting a relay.
+fn list_fingerprint(tor: &Path, dir: &Path) -> Result<String> {
+    let out = Command::new(tor)
+        .args(["--list-fingerprint", "--quiet", "--DataDirectory"])
+        .arg(dir)
+        .args([
+            "--ORPort",
+            "1",
+            "--DirAuthority",
+            "placeholder 127.0.0.1:1 ffffffffffffffffffffffffffffffffffffffff",
+            "--Log",
+            "err stderr",
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "tor --list-fingerprint failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    read_fingerprint(dir)
+}
+
+/// Reads `<dir>/fingerprint` (`nickname FP`), waiting briefly for tor to write it.
+fn read_fingerprint(dir: &Path) -> Result<String> {
+    wait_for(
+        "the relay fingerprint file",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let text = std::fs::read_to_string(dir.join("fingerprint")).ok()?;
+            let fp = text.split_whitespace().nth(1)?.to_owned();
+            (fp.len() == 40).then_some(fp)
+        },
+    )
+}
+
+/// One `r` entry of a consensus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterStatus {
+    /// Nickname.
+    pub nickname: String,
+    /// RSA fingerprint, upper-case hex.
+    pub fingerprint: String,
+    /// Descriptor digest, upper-case hex.
+    pub descriptor_digest: String,
+    /// Flags from the `s` line.
+    pub flags: Vec<String>,
+}
+
+impl RouterStatus {
+    /// True if the `s` line carries `flag`.
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
+/// A consensus, as far as tests need it.
+#[derive(Clone, Debug)]
+pub struct Consensus {
+    /// The whole text.
+    pub text: String,
+    /// Its router entries.
+    pub routers: Vec<RouterStatus>,
+}
+
+fn b64_to_hex(s: &str) -> Option<String> {
+    let b = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()?;
+    Some(hex::encode_upper(b))
+}
+
+impl Consensus {
+    /// Parses the router entries of an ns-flavoured consensus.
+    pub fn parse(text: &str) -> Option<Consensus> {
+        if !text.starts_with("network-status-version 3") {
+            return None;
+        }
+        let mut routers = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("r ") {
+                let f: Vec<&str> = rest.split(' ').collect();
+                if f.len() < 3 {
+                    return None;
+                }
+                routers.push(RouterStatus {
+                    nickname: f[0].to_owned(),
+                    fingerprint: b64_to_hex(f[1])?,
+                    descriptor_digest: b64_to_hex(f[2])?,
+                    flags: Vec::new(),
+                });
+            } else if let Some(rest) = line.strip_prefix("s ")
+                && let Some(r) = routers.last_mut()
+            {
+                r.flags = rest.split(' ').map(str::to_owned).collect();
+            }
+        }
+        Some(Consensus {
+            text: text.to_owned(),
+            routers,
+        })
+    }
+
+    /// The entry for `fingerprint` (hex), if listed.
+    pub fn router(&self, fingerprint: &str) -> Option<&RouterStatus> {
+        self.routers
+            .iter()
+            .find(|r| r.fingerprint.eq_ignore_ascii_case(fingerprint))
+    }
+}
