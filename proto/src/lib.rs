@@ -10,6 +10,7 @@
 //!   CERTS, AUTH_CHALLENGE, AUTHENTICATE, NETINFO, CREATE*, DESTROY, PADDING_NEGOTIATE).
 //! - [`relay_cell`]: relay cells and messages, tor-spec §6 (BEGIN … RESOLVED, SENDME, EXTEND2).
 //! - [`link`]: the link handshake's CERTS checks and AUTHENTICATE (tor-spec §4).
+//! - [`netdoc`]: directory documents (dir-spec): the server descriptor.
 //! - [`linkspec`]: link specifiers, tor-spec §5.1.2.
 //! - [`cert`]: certificates (cert-spec): Ed25519 certs, the RSA identity X.509 cert, the
 //!   RSA→Ed25519 crosscert, the descriptor's onion-key crosscerts.
@@ -32,6 +33,7 @@ pub mod ids;
 pub mod keys;
 pub mod link;
 pub mod linkspec;
+pub mod netdoc;
 pub mod relay_cell;
 pub mod rpc;
 #[cfg(feature = "runtime")]
