@@ -113,6 +113,10 @@ pub struct Directory {
     /// Include the legacy TAP `onion-key` and its crosscert (C tor 0.4.9 authorities before
     /// 0.4.9.12 require them). Default: true.
     pub publish_tap_key: bool,
+    /// File to which the current descriptor is written, exactly as uploaded. Default:
+    /// unset (not written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub descriptor_path: Option<PathBuf>,
 }
 
 impl Default for Directory {
@@ -126,6 +130,7 @@ impl Default for Directory {
             bandwidth_burst: 2 << 20,
             contact: String::new(),
             publish_tap_key: true,
+            descriptor_path: None,
         }
     }
 }

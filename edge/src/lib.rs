@@ -12,6 +12,7 @@
 pub mod chanmgr;
 pub mod channel;
 pub mod config;
+pub mod descriptor;
 pub mod orport;
 pub mod publish;
 pub mod tls;
@@ -253,6 +254,12 @@ pub async fn run(
         max_channels: config.orport.max_channels,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = descriptor::publish_loop(
+        std::sync::Arc::new(config.clone()),
+        keys.clone(),
+        advertised,
+        SystemTime::now(),
+    );
     let channels = std::sync::Arc::new(
         chanmgr::ChannelManager::new(
             state_rx.clone(),
@@ -284,6 +291,7 @@ pub async fn run(
     tokio::select! {
         never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
         never = rotate => match never {},
+        () = publisher => {}
         () = &mut orport => {}
         () = shutdown => {}
     }

@@ -315,7 +315,7 @@ impl TorNet {
                 "Address 127.0.0.1\nORPort 127.0.0.1:{}\nDirPort 127.0.0.1:{}\nSocksPort 0\n\
                  AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\n\
                  ContactInfo {}@test.invalid\nAssumeReachable {}\n\
-                 TestingDirAuthVoteGuard *\nTestingDirAuthVoteHSDir *\n\
+                 TestingDirAuthVoteGuard *\n\
                  TestingMinExitFlagThreshold 0\n{timing}{dirauth_block}",
                 p.or_port,
                 p.dir_port,
@@ -640,4 +640,35 @@ impl Consensus {
             .iter()
             .find(|r| r.fingerprint.eq_ignore_ascii_case(fingerprint))
     }
+}
+
+/// Path of one of our workspace binaries (`edge`, `circuit-worker`, `dirauth`), built
+/// into the same target directory as this test. Builds it (bounded) if missing, so
+/// `cargo test -p tests` works on its own.
+///
+/// # Errors
+/// When the build fails.
+pub fn our_binary(name: &str) -> Result<PathBuf> {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let bin = profile_dir.join(name);
+    let _guard = BUILD.lock().unwrap_or_else(PoisonError::into_inner);
+    if !bin.is_file() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--bin", name, "-p", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status()?;
+        if !status.success() || !bin.is_file() {
+            bail!("building {name} failed");
+        }
+    }
+    Ok(bin)
 }
