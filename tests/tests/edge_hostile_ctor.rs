@@ -1,0 +1,142 @@
+//! Issue #3, "done when" 3, with a real peer: hostile connections (silent TCP, garbage
+//! instead of TLS, garbage and truncated cells after TLS) are closed by our edge while a
+//! C tor 0.4.9 client, using the edge as its bridge, completes the link handshake beside
+//! them and keeps its link.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tests::{NetConfig, Process, TorNet, free_port, our_binary, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[test]
+fn hostile_peers_beside_a_c_tor_client() {
+    let edge_bin = our_binary("edge").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let keys = scratch.path().join("keys");
+    let out = Command::new(&edge_bin)
+        .args(["keygen", "--keys-dir"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let fp = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint ").map(str::to_owned))
+        .unwrap();
+    let orport: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut cmd = Command::new(&edge_bin);
+    cmd.arg("run")
+        .env_clear()
+        .env("EDGE__KEYS_DIR", &keys)
+        .env("EDGE__ORPORT__LISTEN", orport.to_string())
+        .env("EDGE__ORPORT__HANDSHAKE_TIMEOUT_SECS", "3")
+        .env(
+            "EDGE__METRICS__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        );
+    let mut edge = Process::spawn("edge", cmd, &scratch.path().join("edge.log")).unwrap();
+    wait_for(
+        "the edge ORPort",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || std::net::TcpStream::connect(orport).ok(),
+    )
+    .unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Hostile peers, opened before the healthy one and held open while it connects.
+    let (mut silent, mut garbage, mut bad_cell) = rt.block_on(async {
+        let silent = tokio::net::TcpStream::connect(orport).await.unwrap();
+        let mut garbage = tokio::net::TcpStream::connect(orport).await.unwrap();
+        garbage.write_all(&[0xff; 300]).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(edge::tls::client_config().unwrap());
+        let tcp = tokio::net::TcpStream::connect(orport).await.unwrap();
+        let mut bad_cell = connector
+            .connect(edge::tls::random_server_name(), tcp)
+            .await
+            .unwrap();
+        // A truncated VERSIONS cell, then nothing.
+        bad_cell.write_all(&[0, 0, 7, 0, 6, 0]).await.unwrap();
+        bad_cell.flush().await.unwrap();
+        (silent, garbage, bad_cell)
+    });
+
+    let net = TorNet::start(&NetConfig {
+        authorities: 1,
+        clients: 1,
+        client_extra: vec!["UseBridges 1".into(), format!("Bridge {orport} {fp}")],
+        ..NetConfig::default()
+    })
+    .unwrap();
+    let start = Instant::now();
+    let mut ctl = wait_for(
+        "client ControlPort",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || net.clients[0].control().ok(),
+    )
+    .unwrap();
+    let status = wait_for(
+        "the C tor client's link to our edge",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let s = ctl.getinfo("orconn-status").ok()?;
+            s.lines()
+                .any(|l| l.starts_with(&format!("${fp}")) && l.ends_with(" CONNECTED"))
+                .then_some(s)
+        },
+    );
+    if status.is_err() {
+        eprintln!("{}", tests::tail(edge.log_path(), 40));
+    }
+    status.unwrap();
+    eprintln!(
+        "C tor client linked to our edge after {:?}",
+        start.elapsed()
+    );
+
+    rt.block_on(async {
+        assert!(
+            closed_within(&mut garbage, Duration::from_secs(5)).await,
+            "garbage peer kept"
+        );
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(8)).await,
+            "silent peer kept"
+        );
+        assert!(
+            closed_within(&mut bad_cell, Duration::from_secs(8)).await,
+            "truncated cell kept"
+        );
+    });
+    // The healthy link survived the hostile ones.
+    let s = ctl.getinfo("orconn-status").unwrap();
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with(&format!("${fp}")) && l.ends_with(" CONNECTED")),
+        "{s}"
+    );
+    assert!(edge.is_running(), "edge died");
+    drop(net);
+    assert!(edge.terminate(Duration::from_secs(10)));
+}
