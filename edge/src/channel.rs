@@ -305,9 +305,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
                     link::check_authenticator(&body, &inputs, &auth_key)?;
                     ch.peer = Peer::Relay(peer);
                 }
-                ChanMsg::Netinfo(_) => {
+                ChanMsg::Netinfo(n) => {
                     // A client, or an authenticated relay finishing the handshake. CERTS
                     // without AUTHENTICATE leaves the peer a client.
+                    note_clock_skew(&n);
                     return Ok(ch);
                 }
                 other => {
@@ -389,7 +390,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
                         .into());
                     }
                 }
-                ChanMsg::Netinfo(_) => {
+                ChanMsg::Netinfo(n) => {
+                    note_clock_skew(&n);
                     let Some(p) = peer.take() else {
                         return Err(ChanError::Unexpected {
                             cmd: ChanCmd::Netinfo,
@@ -630,6 +632,22 @@ impl ChannelHandle {
     /// Waits until the channel ends.
     pub async fn closed(&mut self) {
         let _ = self.closed.wait_for(|c| *c).await;
+    }
+}
+
+/// Tolerates any clock skew, as C tor does, but counts (and logs at debug) peers whose
+/// NETINFO time is more than an hour off ours. Clients send 0, which is not skew.
+fn note_clock_skew(n: &Netinfo) {
+    if n.timestamp == 0 {
+        return;
+    }
+    let skew = i64::from(n.timestamp) - i64::try_from(now_secs()).unwrap_or(i64::MAX);
+    if skew.abs() > 3600 {
+        metrics::counter!("edge_peer_clock_skew_total").increment(1);
+        tracing::debug!(
+            skew_secs = skew,
+            "peer clock differs from ours by over an hour"
+        );
     }
 }
 

@@ -42,16 +42,20 @@ pub fn server_config(
 /// # Errors
 /// A rustls error if the protocol versions are unsupported (they are not).
 pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
-    let p = provider();
-    let verifier = Arc::new(TorLinkVerifier {
-        algs: p.signature_verification_algorithms,
-    });
-    let cfg = ClientConfig::builder_with_provider(p)
+    let verifier = accept_any_verifier();
+    let cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
+}
+
+/// The Tor link certificate verifier: any certificate, but valid handshake signatures.
+pub fn accept_any_verifier() -> Arc<dyn ServerCertVerifier> {
+    Arc::new(TorLinkVerifier {
+        algs: provider().signature_verification_algorithms,
+    })
 }
 
 /// A server name to put in SNI: a random `www.<x>.com`, as C tor sends; nobody checks it.

@@ -217,3 +217,46 @@ async fn channel_manager_reuses_one_link_per_identity() {
     };
     assert!(mgr.get_or_connect(&wrong).await.is_err());
 }
+
+#[tokio::test]
+async fn responder_speaks_tls12_and_tls13() {
+    use tokio::io::AsyncReadExt;
+    let r = relay();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        edge::tls::server_config(&r.ctx.certs.link_cert_der, &r.tls_der).unwrap(),
+    );
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut b = [0u8; 1];
+                    let _ = tls.read(&mut b).await;
+                }
+            });
+        }
+    });
+    for (version, name) in [
+        (&rustls::version::TLS12, "TLSv1_2"),
+        (&rustls::version::TLS13, "TLSv1_3"),
+    ] {
+        // A client that offers only this version, like an old or a new C tor.
+        let cfg = rustls::ClientConfig::builder_with_provider(edge::tls::provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(edge::tls::accept_any_verifier())
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect(edge::tls::random_server_name(), tcp)
+            .await
+            .unwrap();
+        let got = tls.get_ref().1.protocol_version().unwrap();
+        assert_eq!(format!("{got:?}"), name);
+    }
+}

@@ -601,3 +601,30 @@ impl WorkerKeys {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn tagged_format_matches_c_tor() {
+        let f = encode_tagged("ed25519v1-public", "type0", &[7; 32]).unwrap();
+        assert_eq!(&f[..29], b"== ed25519v1-public: type0 ==");
+        assert!(f[29..32].iter().all(|&b| b == 0));
+        let (tag, data) = decode_tagged("ed25519v1-public", &f).unwrap();
+        assert_eq!((tag.as_str(), data), ("type0", &[7u8; 32][..]));
+        assert!(decode_tagged("ed25519v1-secret", &f).is_err());
+        assert!(encode_tagged("a-very-long-type-string", "and-a-long-tag", &[]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn key_file_parsers_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_tagged("c25519v1", &b);
+            let _ = ntor_from_file(&b);
+            let _ = ed_public_from_file(&b);
+            let _ = ed_secret_from_file(&b, "type0");
+        }
+    }
+}
