@@ -15,6 +15,7 @@
 //! - [`cert`]: certificates (cert-spec): Ed25519 certs, the RSA identity X.509 cert, the
 //!   RSA→Ed25519 crosscert, the descriptor's onion-key crosscerts.
 //! - [`keys`]: RSA and Ed25519 key types and the relay identity bundle (C tor's key files).
+//! - [`circuit`]: the relay side of a circuit as a sans-io engine (events in, actions out).
 //! - [`handshake`]: circuit handshakes: CREATE_FAST (KDF-TOR), ntor, ntor v3.
 //! - [`crypto`]: the tor1 relay-crypto layer (tor-spec §5.2, §6.1).
 //! - [`rpc`]: the edge↔worker gRPC schema (the only module that names tonic).
@@ -26,6 +27,7 @@
 
 pub mod cell;
 pub mod cert;
+pub mod circuit;
 pub mod crypto;
 pub mod error;
 pub mod handshake;
