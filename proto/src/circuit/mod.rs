@@ -120,6 +120,9 @@ struct Stream {
     package_window: u16,
     deliver_window: u16,
     connected: bool,
+    /// Data read from the exit connection beyond the windows, sent when they reopen.
+    /// Bounded by the credit the caller handed out ([`RelayCircuit::stream_credit`]).
+    pending: std::collections::VecDeque<Bytes>,
 }
 
 /// One circuit at this relay.
@@ -393,14 +396,17 @@ impl RelayCircuit {
                         return Err(Error::InvalidValue("unexpected circuit SENDME"));
                     }
                     self.package_window += CIRCWINDOW_INCREMENT;
-                    for s in self.streams.keys() {
-                        out.push(Action::ResumeStream { stream: *s });
+                    let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+                    for s in ids {
+                        self.flush_pending(rng, s, out)?;
+                        out.push(Action::ResumeStream { stream: s });
                     }
                 } else if let Some(st) = self.streams.get_mut(&stream) {
                     if st.package_window > STREAMWINDOW_START - STREAMWINDOW_INCREMENT {
                         return Err(Error::InvalidValue("unexpected stream SENDME"));
                     }
                     st.package_window += STREAMWINDOW_INCREMENT;
+                    self.flush_pending(rng, stream, out)?;
                     out.push(Action::ResumeStream { stream });
                 }
             }
@@ -414,6 +420,7 @@ impl RelayCircuit {
                         package_window: STREAMWINDOW_START,
                         deliver_window: STREAMWINDOW_START,
                         connected: false,
+                        pending: std::collections::VecDeque::new(),
                     },
                 );
                 out.push(Action::OpenStream { stream, begin: b });
@@ -603,8 +610,10 @@ impl RelayCircuit {
         }
     }
 
-    /// Data read from `stream`'s connection, at most 498 bytes per cell; the caller
-    /// respects [`RelayCircuit::stream_credit`].
+    /// Data read from `stream`'s connection. It goes out in DATA cells of at most 498
+    /// bytes while the windows allow; the rest waits inside the circuit until SENDMEs
+    /// reopen them. The caller reads no more than [`RelayCircuit::stream_credit`] cells'
+    /// worth ahead, which bounds that buffer.
     pub fn stream_data(
         &mut self,
         rng: &mut impl CryptoRngCore,
@@ -612,31 +621,44 @@ impl RelayCircuit {
         data: &[u8],
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.stream_credit(stream) == 0 {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return out;
-        }
+        };
         for chunk in data.chunks(crate::relay_cell::RELAY_DATA_MAX) {
-            if self.stream_credit(stream) == 0 {
-                break; // caller bug: drop rather than overrun the windows
-            }
+            st.pending.push_back(Bytes::copy_from_slice(chunk));
+        }
+        if self.flush_pending(rng, stream, &mut out).is_err() {
+            self.close(DestroyReason::Internal, true, &mut out);
+        }
+        out
+    }
+
+    fn flush_pending(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        stream: StreamId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Error> {
+        while self.stream_credit(stream) > 0 {
+            let Some(chunk) = self
+                .streams
+                .get_mut(&stream)
+                .and_then(|st| st.pending.pop_front())
+            else {
+                break;
+            };
             self.package_window -= 1;
             if let Some(st) = self.streams.get_mut(&stream) {
                 st.package_window -= 1;
             }
-            if self
-                .send_back(
-                    rng,
-                    stream,
-                    &RelayMsg::Data(Bytes::copy_from_slice(chunk)),
-                    &mut out,
-                )
-                .is_err()
-            {
-                self.close(DestroyReason::Internal, true, &mut out);
-                break;
-            }
+            self.send_back(rng, stream, &RelayMsg::Data(chunk), out)?;
         }
-        out
+        Ok(())
+    }
+
+    /// Cells of `stream` data waiting for window space.
+    pub fn stream_pending(&self, stream: StreamId) -> usize {
+        self.streams.get(&stream).map_or(0, |s| s.pending.len())
     }
 
     /// The exit connection of `stream` ended (EOF → DONE, or an error reason).

@@ -169,16 +169,20 @@ fn windows_and_authenticated_sendme() {
         }
     }
     assert_eq!(sent, 500);
+    // Beyond the window, data waits; a stream SENDME sends it and reopens the window.
     assert!(circ.stream_data(&mut r, StreamId(1), b"x").is_empty());
-    // A stream SENDME reopens it by 50.
+    assert_eq!(circ.stream_pending(StreamId(1)), 1);
     let c = cl.cell(1, &RelayMsg::Sendme(Sendme::V0));
+    let acts = circ.from_prev(&mut r, ChanCmd::Relay, &c);
+    assert_eq!(acts.len(), 2, "{acts:?}");
+    assert_eq!(cl.read(&acts[0]).data, Bytes::from_static(b"x"));
     assert_eq!(
-        circ.from_prev(&mut r, ChanCmd::Relay, &c),
-        vec![Action::ResumeStream {
+        acts[1],
+        Action::ResumeStream {
             stream: StreamId(1)
-        }]
+        }
     );
-    assert_eq!(circ.stream_credit(StreamId(1)), 50);
+    assert_eq!(circ.stream_credit(StreamId(1)), 49);
     // The client sends 100 DATA cells: the 100th triggers a SENDME v1 whose digest is
     // that cell's running digest (prop 289), and 50 trigger a stream SENDME.
     let mut sendmes = Vec::new();
