@@ -5,6 +5,7 @@
 //! spaces; inline binary values are unpadded base64; objects are padded base64 wrapped at
 //! 64 columns between `-----BEGIN X-----` and `-----END X-----` (INTEROP traps 16, 18).
 
+pub mod policy;
 pub mod routerdesc;
 
 use base64::Engine as _;
