@@ -123,6 +123,8 @@ struct Stream {
     /// Data read from the exit connection beyond the windows, sent when they reopen.
     /// Bounded by the credit the caller handed out ([`RelayCircuit::stream_credit`]).
     pending: std::collections::VecDeque<Bytes>,
+    /// The exit connection ended while data was still pending: END follows the data.
+    end_after_pending: Option<EndReason>,
 }
 
 /// One circuit at this relay.
@@ -421,6 +423,7 @@ impl RelayCircuit {
                         deliver_window: STREAMWINDOW_START,
                         connected: false,
                         pending: std::collections::VecDeque::new(),
+                        end_after_pending: None,
                     },
                 );
                 out.push(Action::OpenStream { stream, begin: b });
@@ -653,6 +656,17 @@ impl RelayCircuit {
             }
             self.send_back(rng, stream, &RelayMsg::Data(chunk), out)?;
         }
+        let done = self.streams.get(&stream).and_then(|st| {
+            st.pending
+                .is_empty()
+                .then_some(st.end_after_pending)
+                .flatten()
+        });
+        if let Some(reason) = done {
+            self.streams.remove(&stream);
+            self.send_back(rng, stream, &RelayMsg::End(End::new(reason)), out)?;
+            out.push(Action::CloseStream { stream });
+        }
         Ok(())
     }
 
@@ -661,7 +675,8 @@ impl RelayCircuit {
         self.streams.get(&stream).map_or(0, |s| s.pending.len())
     }
 
-    /// The exit connection of `stream` ended (EOF → DONE, or an error reason).
+    /// The exit connection of `stream` ended (EOF → DONE, or an error reason). Data still
+    /// waiting for window space goes first; END follows it.
     pub fn stream_ended(
         &mut self,
         rng: &mut impl CryptoRngCore,
@@ -669,9 +684,18 @@ impl RelayCircuit {
         reason: EndReason,
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.closed || self.streams.remove(&stream).is_none() {
+        if self.closed {
             return out;
         }
+        match self.streams.get_mut(&stream) {
+            None => return out,
+            Some(st) if !st.pending.is_empty() => {
+                st.end_after_pending = Some(reason);
+                return out;
+            }
+            Some(_) => {}
+        }
+        self.streams.remove(&stream);
         if self
             .send_back(rng, stream, &RelayMsg::End(End::new(reason)), &mut out)
             .is_err()

@@ -321,3 +321,34 @@ fn relay_early_budget_and_garbage() {
             .contains(&Action::Close)
     );
 }
+
+#[test]
+fn end_waits_for_pending_data() {
+    let (mut circ, mut cl) = setup();
+    let mut r = rng();
+    let c = cl.cell(1, &begin());
+    circ.from_prev(&mut r, ChanCmd::Relay, &c);
+    let acts = circ.stream_connected(&mut r, StreamId(1), Ok(Connected { addr: None }));
+    cl.read(&acts[0]);
+    for a in circ.stream_data(&mut r, StreamId(1), &vec![1u8; 498 * 501]) {
+        cl.read(&a);
+    }
+    assert_eq!(circ.stream_pending(StreamId(1)), 1);
+    // EOF now: END must not overtake the pending cell.
+    assert!(
+        circ.stream_ended(&mut r, StreamId(1), EndReason::Done)
+            .is_empty()
+    );
+    let c = cl.cell(1, &RelayMsg::Sendme(Sendme::V0));
+    let acts = circ.from_prev(&mut r, ChanCmd::Relay, &c);
+    let cmds: Vec<RelayCmd> = acts
+        .iter()
+        .filter(|a| matches!(a, Action::ToPrev { .. }))
+        .map(|a| cl.read(a).cmd)
+        .collect();
+    assert_eq!(cmds, [RelayCmd::Data, RelayCmd::End]);
+    assert!(acts.contains(&Action::CloseStream {
+        stream: StreamId(1)
+    }));
+    assert_eq!(circ.stream_count(), 0);
+}
