@@ -26,6 +26,15 @@ pub struct Config {
     pub keys_dir: PathBuf,
     /// The gRPC service the edges connect to.
     pub grpc: Grpc,
+    /// Exit policy lines in Tor syntax, first match wins; must equal the edges'
+    /// `exit_policy`, which they publish. Default: `["reject *:*"]` (not an exit).
+    #[serde(deserialize_with = "runtime::string_or_list")]
+    pub exit_policy: Vec<String>,
+    /// Reject loopback, RFC 1918, link-local and other private ranges before the policy
+    /// (C tor's ExitPolicyRejectPrivate). Default: true.
+    pub exit_policy_reject_private: bool,
+    /// Seconds to resolve and connect an exit stream. Default: 10.
+    pub connect_timeout_secs: u64,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
     /// Logging.
@@ -38,6 +47,9 @@ impl Default for Config {
             shards: 0,
             keys_dir: PathBuf::from("keys"),
             grpc: Grpc::default(),
+            exit_policy: vec!["reject *:*".to_owned()],
+            exit_policy_reject_private: true,
+            connect_timeout_secs: 10,
             metrics: Metrics::default(),
             log: Log::default(),
         }

@@ -10,6 +10,8 @@
 //! ones it binds.
 
 pub mod config;
+pub mod service;
+pub mod shard;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -94,41 +96,104 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 .block_on(async {
                     // Before anything is announced, so an early SIGTERM is a clean exit.
                     let signals = ShutdownSignals::register()?;
-                    let listener = runtime::bind(metrics_addr, "metrics.listen").await?;
-                    run(&config, listener, signals.recv()).await
+                    let metrics = runtime::bind(metrics_addr, "metrics.listen").await?;
+                    let grpc = runtime::bind(config.grpc.listen, "grpc.listen").await?;
+                    run(&config, Listeners { metrics, grpc }, signals.recv()).await
                 })
         }
     }
 }
 
-/// Runs the worker on an already-bound metrics listener until `shutdown` completes.
-///
-/// Today that means: install the Prometheus recorder, export `worker_build_info` and
-/// `worker_start_time_seconds`, serve `/metrics`, log "ready". The gRPC listener and the
-/// actix shards (one per [`Config::effective_shards`]) come with issue 4.
+/// The sockets `run` serves, bound by the caller (tests bind `127.0.0.1:0`).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Prometheus `/metrics`.
+    pub metrics: TcpListener,
+    /// The gRPC service for edges.
+    pub grpc: TcpListener,
+}
+
+/// Starts `n` shard actors, each on its own actix arbiter (thread), inside an actix
+/// system on a dedicated thread. Returns their addresses and the system (to stop it).
+fn start_shards(
+    n: usize,
+    cfg: std::sync::Arc<shard::ShardConfig>,
+) -> Result<(Vec<actix::Addr<shard::Shard>>, actix_rt::System), Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("actix-system".into())
+        .spawn(move || {
+            let runner = actix_rt::System::new();
+            let system = actix_rt::System::current();
+            let addrs: Vec<_> = (0..n)
+                .map(|i| {
+                    let arbiter = actix_rt::Arbiter::new();
+                    let cfg = cfg.clone();
+                    <shard::Shard as actix::Actor>::start_in_arbiter(&arbiter.handle(), move |_| {
+                        shard::Shard::new(i as u64, cfg)
+                    })
+                })
+                .collect();
+            let _ = tx.send((addrs, system));
+            let _ = runner.run();
+        })?;
+    rx.recv()
+        .map_err(|_| Error::Io(std::io::Error::other("actix system failed to start")))
+}
+
+/// Runs the worker until `shutdown` completes: loads the ntor keys, starts the shards,
+/// serves the gRPC link for edges and `/metrics`.
 ///
 /// # Errors
-/// [`Error::Metrics`] if another metrics recorder owns the process, [`Error::Io`] if the
-/// listener has no local address.
+/// [`Error::Keys`] for a missing or unsafe key bundle, [`Error::Config`]-like errors for a
+/// bad exit policy, [`Error::Metrics`] if another recorder owns the process.
 pub async fn run(
     config: &Config,
-    metrics_listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let handle = runtime::install_metrics_recorder()?;
     runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
-    let metrics_addr = metrics_listener.local_addr()?;
+    let keys = proto::runtime::keydir::load_worker_keys(&config.keys_dir)?;
+    let policy = proto::netdoc::policy::ExitPolicy::parse(
+        &config.exit_policy,
+        config.exit_policy_reject_private,
+    )
+    .map_err(|e| Error::Keys(format!("exit_policy: {e}")))?;
+    let n = config.effective_shards();
+    let (shards, system) = start_shards(
+        n,
+        std::sync::Arc::new(shard::ShardConfig {
+            keys,
+            policy,
+            connect_timeout: std::time::Duration::from_secs(config.connect_timeout_secs.max(1)),
+        }),
+    )?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!("metrics listening on {metrics_addr}");
-    tracing::info!(
-        metrics = %metrics_addr,
-        shards = config.effective_shards(),
-        "ready (gRPC {} not served yet: the worker service is not implemented)",
-        config.grpc.listen
-    );
+    tracing::info!("gRPC listening on {grpc_addr}");
+    tracing::info!(shards = n, "ready");
+    let svc = proto::rpc::circuit_worker_server::CircuitWorkerServer::new(
+        service::WorkerService::new(shards),
+    )
+    .max_decoding_message_size(64 << 20);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    let server = tonic::transport::Server::builder()
+        .http2_adaptive_window(Some(true))
+        .tcp_nodelay(true)
+        .add_service(svc)
+        .serve_with_incoming(incoming);
     tokio::select! {
-        never = runtime::serve_metrics(metrics_listener, handle) => match never {},
+        never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
+        r = server => {
+            if let Err(e) = r {
+                tracing::error!("gRPC server failed: {e}");
+            }
+        }
         () = shutdown => {}
     }
+    system.stop();
     tracing::info!("shutting down");
     Ok(())
 }
@@ -159,13 +224,30 @@ mod tests {
     #[tokio::test]
     async fn run_serves_build_info_until_shutdown() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let bundle =
+            proto::keys::RelayKeys::generate(&mut rand::rngs::OsRng, 1_790_000_000, 86400).unwrap();
+        proto::runtime::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false)
+            .unwrap();
+        let keys_dir = keys.path().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let config = Config::default();
-            run(&config, listener, async {
-                let _ = stopped.await;
-            })
+            let config = Config {
+                keys_dir,
+                ..Config::default()
+            };
+            run(
+                &config,
+                Listeners {
+                    metrics: listener,
+                    grpc,
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
         });
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -1,0 +1,148 @@
+//! The worker side of the edge↔worker gRPC stream (`proto/rpc.proto`): one `Link` per
+//! edge. Incoming batches are split per shard (by rendezvous on the circuit key for new
+//! circuits, by table for outbound circuits of extends) and handed to the shard actors
+//! with `send().await`, so a busy shard pushes back on its edge.
+//!
+//! Invariants: a circuit's cells reach one shard, in order; when the link ends every shard
+//! drops that link's circuits (DESTROYing their other sides).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::Addr;
+use proto::rpc;
+use proto::rpc::circuit_worker_server::CircuitWorker;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::shard::{FromEdge, Shard};
+
+/// Messages queued toward one edge before a shard has to wait.
+pub const EDGE_QUEUE: usize = 1024;
+
+/// The tonic service.
+#[derive(Debug)]
+pub struct WorkerService {
+    shards: Vec<Addr<Shard>>,
+    next_link: AtomicU64,
+}
+
+impl WorkerService {
+    /// A service over `shards`.
+    pub fn new(shards: Vec<Addr<Shard>>) -> Self {
+        WorkerService {
+            shards,
+            next_link: AtomicU64::new(1),
+        }
+    }
+}
+
+/// The shard of a new circuit: a hash of (link, channel, circuit id).
+pub fn shard_for(link: u64, channel: u64, circ_id: u32, n: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (link, channel, circ_id).hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
+}
+
+type LinkStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<rpc::WorkerToEdge, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CircuitWorker for WorkerService {
+    type LinkStream = LinkStream;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<rpc::EdgeToWorker>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let mut incoming = request.into_inner();
+        let link = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let shards = self.shards.clone();
+        let (tx, rx) = mpsc::channel::<rpc::WorkerToEdge>(EDGE_QUEUE);
+        metrics::gauge!("worker_edge_links").increment(1.0);
+        tokio::spawn(async move {
+            // Outbound circuit keys (from extends) -> shard.
+            let mut outbound: HashMap<(u64, u32), usize> = HashMap::new();
+            loop {
+                let msg = match incoming.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break,
+                };
+                if let Some(h) = &msg.hello {
+                    tracing::info!(edge = %h.edge_id, link, "edge linked");
+                }
+                for r in msg.extend_results {
+                    let shard = usize::try_from(Shard::shard_of_request(r.request_id))
+                        .unwrap_or(usize::MAX);
+                    let Some(addr) = shards.get(shard) else {
+                        continue;
+                    };
+                    if let Some(rpc::extend_result::Outcome::Outbound(ck)) = &r.outcome {
+                        outbound.insert((ck.channel, ck.circ_id), shard);
+                    }
+                    let _ = addr
+                        .send(FromEdge::ExtendResult {
+                            link,
+                            tx: tx.clone(),
+                            result: r,
+                        })
+                        .await;
+                }
+                // DESTROYs from the edge are cells like any other for the circuit engine.
+                let destroys = msg.destroys.into_iter().map(|d| {
+                    let mut p = vec![0u8; 509];
+                    p[0] = u8::try_from(d.reason).unwrap_or(0);
+                    rpc::Cell {
+                        circ: d.circ,
+                        command: 4,
+                        payload: p.into(),
+                    }
+                });
+                let mut per_shard: Vec<Vec<rpc::Cell>> = vec![Vec::new(); shards.len()];
+                for c in msg.cells.into_iter().chain(destroys) {
+                    let Some(ck) = c.circ else { continue };
+                    let s = outbound
+                        .get(&(ck.channel, ck.circ_id))
+                        .copied()
+                        .unwrap_or_else(|| shard_for(link, ck.channel, ck.circ_id, shards.len()));
+                    if let Some(v) = per_shard.get_mut(s) {
+                        v.push(c);
+                    }
+                }
+                for (s, cells) in per_shard.into_iter().enumerate() {
+                    if !cells.is_empty() {
+                        let _ = shards[s]
+                            .send(FromEdge::Cells {
+                                link,
+                                tx: tx.clone(),
+                                cells,
+                            })
+                            .await;
+                    }
+                }
+                for c in msg.closed {
+                    outbound.retain(|k, _| k.0 != c.channel);
+                    for s in &shards {
+                        let _ = s
+                            .send(FromEdge::ChannelClosed {
+                                link,
+                                channel: c.channel,
+                            })
+                            .await;
+                    }
+                }
+            }
+            for s in &shards {
+                let _ = s.send(FromEdge::LinkGone { link }).await;
+            }
+            metrics::gauge!("worker_edge_links").decrement(1.0);
+            tracing::info!(link, "edge link closed");
+        });
+        let out = ReceiverStream::new(rx);
+        let out = tokio_stream::StreamExt::map(out, Ok);
+        Ok(Response::new(Box::pin(out) as LinkStream))
+    }
+}

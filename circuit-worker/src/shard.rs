@@ -1,0 +1,691 @@
+//! A shard: one actix actor (on its own arbiter thread) that owns a share of the circuits
+//! and runs [`proto::circuit::RelayCircuit`] for each, executing its actions: cells back to
+//! edges, extend requests, exit streams (DESIGN.md "Data path").
+//!
+//! Invariants:
+//! - A circuit lives in exactly one shard; every cell of it reaches that shard in order
+//!   (the link handler routes by key), and the shard handles one message at a time.
+//! - Output to an edge goes through a bounded queue awaited inside the handler
+//!   (`AtomicResponse`), so a slow edge slows its shards instead of growing memory.
+//! - Exit connections are opened only after the exit policy allows the address, and read
+//!   only as far as the circuit's windows allow (a semaphore of DATA-cell credits).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use proto::StreamId;
+use proto::cell::ChanCmd;
+use proto::cell::msg::DestroyReason;
+use proto::circuit::{Action, RelayCircuit, ServerKeys};
+use proto::keys::WorkerKeys;
+use proto::netdoc::policy::ExitPolicy;
+use proto::relay_cell::msg::{Begin, Connected, EndReason};
+use proto::rpc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+
+/// (link id, channel, circuit id): a circuit end as one edge link names it.
+pub type Key = (u64, u64, u32);
+
+/// The queue toward one edge link.
+pub type EdgeTx = mpsc::Sender<rpc::WorkerToEdge>;
+
+/// Worker-wide settings every shard needs.
+#[derive(Debug)]
+pub struct ShardConfig {
+    /// Onion keys and identities.
+    pub keys: WorkerKeys,
+    /// Exit policy (also published by the edges).
+    pub policy: ExitPolicy,
+    /// Exit connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Input from an edge link.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum FromEdge {
+    /// Cells for circuits of this shard, in order.
+    Cells {
+        /// The link.
+        link: u64,
+        /// Its queue.
+        tx: EdgeTx,
+        /// The cells.
+        cells: Vec<rpc::Cell>,
+    },
+    /// An extend this shard asked for finished.
+    ExtendResult {
+        /// The link.
+        link: u64,
+        /// Its queue.
+        tx: EdgeTx,
+        /// The result.
+        result: rpc::ExtendResult,
+    },
+    /// A channel of the link is gone.
+    ChannelClosed {
+        /// The link.
+        link: u64,
+        /// The channel.
+        channel: u64,
+    },
+    /// The whole link is gone.
+    LinkGone {
+        /// The link.
+        link: u64,
+    },
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+enum StreamEvent {
+    Connected {
+        key: Key,
+        stream: StreamId,
+        result: Result<(tokio::net::TcpStream, SocketAddr), EndReason>,
+    },
+    Data {
+        key: Key,
+        stream: StreamId,
+        data: Bytes,
+    },
+    Ended {
+        key: Key,
+        stream: StreamId,
+        reason: EndReason,
+    },
+}
+
+struct StreamIo {
+    write: Option<mpsc::UnboundedSender<Bytes>>,
+    credit: Arc<Semaphore>,
+    granted: usize,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Entry {
+    circ: RelayCircuit,
+    prev_tx: EdgeTx,
+    /// The outbound end, once an extend succeeded: its key and the link's queue.
+    next: Option<(Key, EdgeTx)>,
+    streams: HashMap<StreamId, StreamIo>,
+}
+
+/// The shard actor.
+pub struct Shard {
+    index: u64,
+    cfg: Arc<ShardConfig>,
+    circuits: HashMap<Key, Entry>,
+    /// Outbound key -> inbound key.
+    outbound: HashMap<Key, Key>,
+    /// Extend request id -> inbound key.
+    extends: HashMap<u64, Key>,
+    next_request: u64,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("index", &self.index)
+            .field("circuits", &self.circuits.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// A shard with index `index` (encoded in its extend request ids).
+    pub fn new(index: u64, cfg: Arc<ShardConfig>) -> Self {
+        Shard {
+            index,
+            cfg,
+            circuits: HashMap::new(),
+            outbound: HashMap::new(),
+            extends: HashMap::new(),
+            next_request: 0,
+        }
+    }
+
+    /// The shard that issued an extend request id.
+    pub fn shard_of_request(request_id: u64) -> u64 {
+        request_id >> 48
+    }
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(256);
+    }
+}
+
+/// Outgoing messages gathered while handling one input, sent in order afterwards.
+#[derive(Default)]
+struct Out {
+    msgs: Vec<(EdgeTx, rpc::WorkerToEdge)>,
+}
+
+impl Out {
+    fn push_cell(&mut self, tx: &EdgeTx, key: Key, cmd: ChanCmd, payload: Bytes) {
+        let circ = Some(rpc::CircKey {
+            channel: key.1,
+            circ_id: key.2,
+        });
+        let msg = if cmd == ChanCmd::Destroy {
+            rpc::WorkerToEdge {
+                destroys: vec![rpc::Destroy {
+                    circ,
+                    reason: u32::from(payload.first().copied().unwrap_or(0)),
+                }],
+                ..Default::default()
+            }
+        } else {
+            rpc::WorkerToEdge {
+                cells: vec![rpc::Cell {
+                    circ,
+                    command: u32::from(u8::from(cmd)),
+                    payload,
+                }],
+                ..Default::default()
+            }
+        };
+        // Merge into the previous message to the same link when possible (batching).
+        if let Some((last_tx, last)) = self.msgs.last_mut()
+            && last_tx.same_channel(tx)
+            && last.extend_requests.is_empty()
+        {
+            last.cells.extend(msg.cells);
+            last.destroys.extend(msg.destroys);
+            return;
+        }
+        self.msgs.push((tx.clone(), msg));
+    }
+}
+
+async fn sends(out: Out) {
+    for (tx, msg) in out.msgs {
+        // A closed link means the edge is gone; its circuits are dropped by LinkGone.
+        let _ = tx.send(msg).await;
+    }
+}
+
+impl Shard {
+    fn key_side(&self, key: &Key) -> Option<(Key, bool)> {
+        if self.circuits.contains_key(key) {
+            Some((*key, true))
+        } else {
+            self.outbound.get(key).map(|k| (*k, false))
+        }
+    }
+
+    fn on_cell(
+        &mut self,
+        link: u64,
+        tx: &EdgeTx,
+        cell: rpc::Cell,
+        out: &mut Out,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(ck) = cell.circ else { return };
+        let key = (link, ck.channel, ck.circ_id);
+        let cmd = ChanCmd::from(u8::try_from(cell.command).unwrap_or(0));
+        let mut rng = rand::rngs::OsRng;
+        match self.key_side(&key) {
+            None => {
+                if !matches!(
+                    cmd,
+                    ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2
+                ) {
+                    return; // unknown circuit: drop, as C tor does
+                }
+                let all_keys: Vec<_> = std::iter::once(self.cfg.keys.ntor.clone())
+                    .chain(self.cfg.keys.ntor_previous.clone())
+                    .collect();
+                let keys = ServerKeys {
+                    ntor: &all_keys,
+                    rsa_id: &self.cfg.keys.rsa_identity,
+                };
+                let start = std::time::Instant::now();
+                match RelayCircuit::create(&mut rng, cmd, &cell.payload, &keys) {
+                    Ok((circ, reply)) => {
+                        metrics::histogram!("worker_circuit_create_seconds")
+                            .record(start.elapsed().as_secs_f64());
+                        metrics::counter!("worker_circuits_created_total").increment(1);
+                        metrics::gauge!("worker_circuits").increment(1.0);
+                        self.circuits.insert(
+                            key,
+                            Entry {
+                                circ,
+                                prev_tx: tx.clone(),
+                                next: None,
+                                streams: HashMap::new(),
+                            },
+                        );
+                        self.apply(key, vec![reply], out, ctx);
+                    }
+                    Err(e) => {
+                        metrics::counter!("worker_circuit_create_failures_total").increment(1);
+                        tracing::debug!("circuit creation refused: {e}");
+                        let reason = proto::circuit::destroy_reason(&e);
+                        let mut p = vec![0u8; 509];
+                        p[0] = reason.into();
+                        out.push_cell(tx, key, ChanCmd::Destroy, Bytes::from(p));
+                    }
+                }
+            }
+            Some((inbound, from_prev)) => {
+                let Some(e) = self.circuits.get_mut(&inbound) else {
+                    return;
+                };
+                let actions = if from_prev {
+                    e.circ.from_prev(&mut rng, cmd, &cell.payload)
+                } else {
+                    e.circ.from_next(&mut rng, cmd, &cell.payload)
+                };
+                if !from_prev && cmd == ChanCmd::Destroy {
+                    // The outbound circuit is gone.
+                    if let Some((k, _)) = e.next.take() {
+                        self.outbound.remove(&k);
+                    }
+                }
+                metrics::counter!("worker_cells_total", "direction" => if from_prev { "forward" } else { "backward" }).increment(1);
+                self.apply(inbound, actions, out, ctx);
+            }
+        }
+    }
+
+    fn apply(&mut self, key: Key, actions: Vec<Action>, out: &mut Out, ctx: &mut Context<Self>) {
+        for a in actions {
+            let Some(e) = self.circuits.get_mut(&key) else {
+                return;
+            };
+            match a {
+                Action::ToPrev { cmd, payload } => out.push_cell(&e.prev_tx, key, cmd, payload),
+                Action::ToNext { cmd, payload } => {
+                    if let Some((nk, ntx)) = &e.next {
+                        out.push_cell(ntx, *nk, cmd, payload);
+                    }
+                }
+                Action::Extend {
+                    linkspecs,
+                    htype,
+                    hdata,
+                } => {
+                    let request_id = (self.index << 48) | (self.next_request & 0xffff_ffff_ffff);
+                    self.next_request += 1;
+                    self.extends.insert(request_id, key);
+                    let mut specs = Vec::new();
+                    for ls in linkspecs {
+                        let mut b = bytes::BytesMut::new();
+                        if ls.encode(&mut b).is_ok() && b.len() >= 2 {
+                            specs.push(rpc::LinkSpecifier {
+                                ls_type: u32::from(b[0]),
+                                body: b.split_off(2).freeze(),
+                            });
+                        }
+                    }
+                    out.msgs.push((
+                        e.prev_tx.clone(),
+                        rpc::WorkerToEdge {
+                            extend_requests: vec![rpc::ExtendRequest {
+                                request_id,
+                                link_specifiers: specs,
+                                handshake_type: u32::from(htype),
+                                handshake_data: hdata,
+                                inbound: Some(rpc::CircKey {
+                                    channel: key.1,
+                                    circ_id: key.2,
+                                }),
+                            }],
+                            ..Default::default()
+                        },
+                    ));
+                }
+                Action::OpenStream { stream, begin } => self.open_stream(key, stream, begin, ctx),
+                Action::StreamWrite { stream, data } => {
+                    if let Some(w) = e.streams.get(&stream).and_then(|io| io.write.as_ref()) {
+                        let _ = w.send(data);
+                    }
+                }
+                Action::CloseStream { stream } => {
+                    if let Some(mut io) = e.streams.remove(&stream) {
+                        io.write.take();
+                        if let Some(r) = io.reader.take() {
+                            r.abort();
+                        }
+                        metrics::gauge!("worker_streams").decrement(1.0);
+                    }
+                }
+                Action::ResumeStream { stream } => grant(e, stream),
+                Action::Close => {
+                    if let Some(mut e) = self.circuits.remove(&key) {
+                        if let Some((nk, _)) = e.next.take() {
+                            self.outbound.remove(&nk);
+                        }
+                        for (_, mut io) in e.streams.drain() {
+                            io.write.take();
+                            if let Some(r) = io.reader.take() {
+                                r.abort();
+                            }
+                            metrics::gauge!("worker_streams").decrement(1.0);
+                        }
+                        metrics::gauge!("worker_circuits").decrement(1.0);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn open_stream(&mut self, key: Key, stream: StreamId, begin: Begin, ctx: &mut Context<Self>) {
+        let cfg = self.cfg.clone();
+        let me = ctx.address();
+        if let Some(e) = self.circuits.get_mut(&key) {
+            e.streams.insert(
+                stream,
+                StreamIo {
+                    write: None,
+                    credit: Arc::new(Semaphore::new(0)),
+                    granted: 0,
+                    reader: None,
+                },
+            );
+            metrics::gauge!("worker_streams").increment(1.0);
+        }
+        actix::spawn(async move {
+            let result = connect(&cfg, &begin).await;
+            me.do_send(StreamEvent::Connected {
+                key,
+                stream,
+                result,
+            });
+        });
+    }
+}
+
+async fn connect(
+    cfg: &ShardConfig,
+    begin: &Begin,
+) -> Result<(tokio::net::TcpStream, SocketAddr), EndReason> {
+    let addrs: Vec<IpAddr> = match begin.addr.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::time::timeout(
+            cfg.connect_timeout,
+            tokio::net::lookup_host((begin.addr.as_str(), begin.port)),
+        )
+        .await
+        .map_err(|_| EndReason::Timeout)?
+        .map_err(|_| EndReason::ResolveFailed)?
+        .map(|a| a.ip())
+        .collect(),
+    };
+    let ip = addrs
+        .into_iter()
+        .find(IpAddr::is_ipv4)
+        .ok_or(EndReason::ResolveFailed)?;
+    if !cfg.policy.allows(ip, begin.port) {
+        metrics::counter!("worker_streams_refused_total", "reason" => "exit_policy").increment(1);
+        return Err(EndReason::ExitPolicy);
+    }
+    let addr = SocketAddr::new(ip, begin.port);
+    let tcp = tokio::time::timeout(cfg.connect_timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| EndReason::Timeout)?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => EndReason::ConnectRefused,
+            _ => EndReason::NoRoute,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    Ok((tcp, addr))
+}
+
+/// Hands the stream's reader as many DATA-cell credits as the circuit allows now.
+fn grant(e: &mut Entry, stream: StreamId) {
+    let credit = usize::from(e.circ.stream_credit(stream));
+    let pending = e.circ.stream_pending(stream);
+    if let Some(io) = e.streams.get_mut(&stream) {
+        let room = credit.saturating_sub(pending + io.granted);
+        if room > 0 {
+            io.credit.add_permits(room);
+            io.granted += room;
+        }
+    }
+}
+
+impl Handler<FromEdge> for Shard {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: FromEdge, ctx: &mut Self::Context) -> Self::Result {
+        let mut out = Out::default();
+        match msg {
+            FromEdge::Cells { link, tx, cells } => {
+                for c in cells {
+                    self.on_cell(link, &tx, c, &mut out, ctx);
+                }
+            }
+            FromEdge::ExtendResult { link, tx, result } => {
+                if let Some(inbound) = self.extends.remove(&result.request_id) {
+                    let mut rng = rand::rngs::OsRng;
+                    let failed = match result.outcome {
+                        Some(rpc::extend_result::Outcome::Outbound(ck)) => {
+                            let nk = (link, ck.channel, ck.circ_id);
+                            if let Some(e) = self.circuits.get_mut(&inbound) {
+                                e.next = Some((nk, tx));
+                                self.outbound.insert(nk, inbound);
+                            }
+                            None
+                        }
+                        Some(rpc::extend_result::Outcome::FailedReason(r)) => {
+                            Some(DestroyReason::from(u8::try_from(r).unwrap_or(0)))
+                        }
+                        None => Some(DestroyReason::Internal),
+                    };
+                    if let Some(reason) = failed {
+                        metrics::counter!("worker_extend_failures_total").increment(1);
+                        let acts = self
+                            .circuits
+                            .get_mut(&inbound)
+                            .map(|e| e.circ.extend_failed(&mut rng, reason))
+                            .unwrap_or_default();
+                        self.apply(inbound, acts, &mut out, ctx);
+                    }
+                }
+            }
+            FromEdge::ChannelClosed { link, channel } => {
+                let mut rng = rand::rngs::OsRng;
+                let keys: Vec<Key> = self
+                    .circuits
+                    .keys()
+                    .filter(|k| k.0 == link && k.1 == channel)
+                    .copied()
+                    .collect();
+                for k in keys {
+                    let acts = self
+                        .circuits
+                        .get_mut(&k)
+                        .map(|e| e.circ.prev_channel_closed())
+                        .unwrap_or_default();
+                    self.apply(k, acts, &mut out, ctx);
+                }
+                let outs: Vec<(Key, Key)> = self
+                    .outbound
+                    .iter()
+                    .filter(|(k, _)| k.0 == link && k.1 == channel)
+                    .map(|(a, b)| (*a, *b))
+                    .collect();
+                for (nk, inbound) in outs {
+                    self.outbound.remove(&nk);
+                    let acts = match self.circuits.get_mut(&inbound) {
+                        Some(e) => {
+                            let a = e.circ.next_channel_closed(&mut rng);
+                            e.next = None;
+                            a
+                        }
+                        None => Vec::new(),
+                    };
+                    self.apply(inbound, acts, &mut out, ctx);
+                }
+            }
+            FromEdge::LinkGone { link } => {
+                let mut rng = rand::rngs::OsRng;
+                let keys: Vec<Key> = self
+                    .circuits
+                    .keys()
+                    .filter(|k| k.0 == link)
+                    .copied()
+                    .collect();
+                for k in keys {
+                    let acts = self
+                        .circuits
+                        .get_mut(&k)
+                        .map(|e| e.circ.prev_channel_closed())
+                        .unwrap_or_default();
+                    self.apply(k, acts, &mut out, ctx);
+                }
+                let outs: Vec<(Key, Key)> = self
+                    .outbound
+                    .iter()
+                    .filter(|(k, _)| k.0 == link)
+                    .map(|(a, b)| (*a, *b))
+                    .collect();
+                for (nk, inbound) in outs {
+                    self.outbound.remove(&nk);
+                    let acts = match self.circuits.get_mut(&inbound) {
+                        Some(e) => {
+                            let a = e.circ.next_channel_closed(&mut rng);
+                            e.next = None;
+                            a
+                        }
+                        None => Vec::new(),
+                    };
+                    self.apply(inbound, acts, &mut out, ctx);
+                }
+            }
+        }
+        AtomicResponse::new(Box::pin(sends(out).into_actor(self)))
+    }
+}
+
+impl Handler<StreamEvent> for Shard {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: StreamEvent, ctx: &mut Self::Context) -> Self::Result {
+        let mut out = Out::default();
+        let mut rng = rand::rngs::OsRng;
+        match msg {
+            StreamEvent::Connected {
+                key,
+                stream,
+                result,
+            } => {
+                let me = ctx.address();
+                let acts = match self.circuits.get_mut(&key) {
+                    None => Vec::new(), // circuit gone; the socket drops here
+                    Some(e) => match result {
+                        Ok((tcp, addr)) => {
+                            metrics::counter!("worker_streams_opened_total").increment(1);
+                            let acts = e.circ.stream_connected(
+                                &mut rng,
+                                stream,
+                                Ok(Connected {
+                                    addr: Some((addr.ip(), 300)),
+                                }),
+                            );
+                            if let Some(io) = e.streams.get_mut(&stream) {
+                                let (mut rd, mut wr) = tcp.into_split();
+                                let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+                                io.write = Some(wtx);
+                                actix::spawn(async move {
+                                    while let Some(b) = wrx.recv().await {
+                                        if wr.write_all(&b).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                    let _ = wr.shutdown().await;
+                                });
+                                let credit = io.credit.clone();
+                                io.reader = Some(actix::spawn(async move {
+                                    let mut buf = vec![0u8; proto::relay_cell::RELAY_DATA_MAX];
+                                    loop {
+                                        let Ok(permit) = credit.acquire().await else {
+                                            break;
+                                        };
+                                        permit.forget();
+                                        match rd.read(&mut buf).await {
+                                            Ok(0) => {
+                                                me.do_send(StreamEvent::Ended {
+                                                    key,
+                                                    stream,
+                                                    reason: EndReason::Done,
+                                                });
+                                                break;
+                                            }
+                                            Ok(n) => {
+                                                metrics::counter!("worker_exit_bytes_total", "direction" => "read").increment(n as u64);
+                                                if me
+                                                    .send(StreamEvent::Data {
+                                                        key,
+                                                        stream,
+                                                        data: Bytes::copy_from_slice(&buf[..n]),
+                                                    })
+                                                    .await
+                                                    .is_err()
+                                                {
+                                                    break;
+                                                }
+                                            }
+                                            Err(_) => {
+                                                me.do_send(StreamEvent::Ended {
+                                                    key,
+                                                    stream,
+                                                    reason: EndReason::ConnReset,
+                                                });
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }));
+                            }
+                            acts
+                        }
+                        Err(reason) => e.circ.stream_connected(&mut rng, stream, Err(reason)),
+                    },
+                };
+                self.apply(key, acts, &mut out, ctx);
+                if let Some(e) = self.circuits.get_mut(&key) {
+                    grant(e, stream);
+                }
+            }
+            StreamEvent::Data { key, stream, data } => {
+                let acts = match self.circuits.get_mut(&key) {
+                    Some(e) => {
+                        if let Some(io) = e.streams.get_mut(&stream) {
+                            io.granted = io.granted.saturating_sub(1);
+                        }
+                        e.circ.stream_data(&mut rng, stream, &data)
+                    }
+                    None => Vec::new(),
+                };
+                self.apply(key, acts, &mut out, ctx);
+            }
+            StreamEvent::Ended {
+                key,
+                stream,
+                reason,
+            } => {
+                let acts = match self.circuits.get_mut(&key) {
+                    Some(e) => {
+                        let mut a = e.circ.stream_ended(&mut rng, stream, reason);
+                        a.push(Action::CloseStream { stream });
+                        a
+                    }
+                    None => Vec::new(),
+                };
+                self.apply(key, acts, &mut out, ctx);
+            }
+        }
+        AtomicResponse::new(Box::pin(sends(out).into_actor(self)))
+    }
+}
