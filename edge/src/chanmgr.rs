@@ -19,7 +19,7 @@ use proto::linkspec::ExtendTarget;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::channel::{ChanError, Channel, ChannelHandle, Peer};
+use crate::channel::{CellHandler, ChanError, Channel, ChannelHandle, Peer};
 use crate::orport::LinkState;
 
 /// Opens and shares outbound channels.
@@ -31,6 +31,7 @@ pub struct ChannelManager {
     connect_timeout: Duration,
     idle_timeout: Duration,
     shutdown: watch::Receiver<bool>,
+    handler: std::sync::OnceLock<Arc<dyn CellHandler>>,
 }
 
 impl std::fmt::Debug for ChannelManager {
@@ -58,7 +59,22 @@ impl ChannelManager {
             connect_timeout,
             idle_timeout,
             shutdown,
+            handler: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what channels do with their cells (once; later calls are ignored). Until then
+    /// they answer CREATE* with DESTROY.
+    pub fn set_handler(&self, handler: Arc<dyn CellHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// The cell handler for new channels.
+    pub fn handler(&self) -> Arc<dyn CellHandler> {
+        self.handler
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(crate::channel::NoWorkers))
     }
 
     fn lookup(&self, id: &RsaIdentity) -> Option<ChannelHandle> {
@@ -168,7 +184,7 @@ impl ChannelManager {
         .await?;
         metrics::counter!("edge_channels_opened_total", "direction" => "outbound", "peer" => "relay")
             .increment(1);
-        let (handle, task) = ch.spawn(self.idle_timeout, self.shutdown.clone());
+        let (handle, task) = ch.spawn(self.idle_timeout, self.handler(), self.shutdown.clone());
         tokio::spawn(async move {
             match task.await {
                 Ok(Ok(())) => {

@@ -447,6 +447,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
     pub fn spawn(
         self,
         idle: Duration,
+        handler: std::sync::Arc<dyn CellHandler>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> (
         ChannelHandle,
@@ -467,9 +468,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
             id: next_channel_id(),
             peer: self.peer,
             link_version: self.link_version,
+            we_initiated: self.we_initiated,
             tx: tx.clone(),
             closed: closed_rx,
         };
+        handler.on_open(&handle);
+        let me = handle.clone();
         let codec = self.codec;
         let task = tokio::spawn(async move {
             let writer = async {
@@ -496,7 +500,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
                         Err(ChanError::Closed) => return Ok(()),
                         Err(e) => return Err(e),
                     };
-                    if let Some(reply) = on_open_cell(cell)?
+                    metrics::counter!("edge_cells_received_total").increment(1);
+                    if let Some(reply) = handler.on_cell(&me, cell).await?
                         && tx.send(reply).await.is_err()
                     {
                         return Ok(());
@@ -509,6 +514,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
                 _ = shutdown.changed() => Ok(()),
             };
             let _ = closed_tx.send(true);
+            handler.on_close(me.id);
             r
         });
         (handle, task)
@@ -523,9 +529,66 @@ fn next_channel_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// What an open channel does with one incoming cell; `Some` is a reply to send.
+/// What an open channel does with its cells.
+pub trait CellHandler: Send + Sync + 'static {
+    /// Handles one cell; `Some` is a cell to send back on the same channel. An error
+    /// closes the channel.
+    fn on_cell<'a>(
+        &'a self,
+        chan: &'a ChannelHandle,
+        cell: ChanCell,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<ChanCell>, ChanError>> + Send + 'a>,
+    >;
+    /// The channel is open (called before its first cell).
+    fn on_open(&self, _chan: &ChannelHandle) {}
+    /// The channel has ended.
+    fn on_close(&self, _chan_id: u64) {}
+}
+
+/// The handler of an edge without circuit workers: CREATE* gets DESTROY.
+#[derive(Debug, Default)]
+pub struct NoWorkers;
+
+impl CellHandler for NoWorkers {
+    fn on_cell<'a>(
+        &'a self,
+        _chan: &'a ChannelHandle,
+        cell: ChanCell,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<ChanCell>, ChanError>> + Send + 'a>,
+    > {
+        Box::pin(std::future::ready(on_open_cell(cell)))
+    }
+}
+
+/// Link-level rules for a cell on an open channel: `Ok(None)` to ignore it, `Err` to close
+/// the channel; otherwise the cell is circuit traffic and comes back as `Ok(Some)`.
+pub fn link_level(cell: ChanCell) -> Result<Option<ChanCell>, ChanError> {
+    match cell.cmd {
+        ChanCmd::Padding | ChanCmd::Vpadding | ChanCmd::Authorize | ChanCmd::PaddingNegotiate => {
+            Ok(None)
+        }
+        ChanCmd::Create
+        | ChanCmd::CreateFast
+        | ChanCmd::Create2
+        | ChanCmd::Relay
+        | ChanCmd::RelayEarly
+        | ChanCmd::Destroy
+        | ChanCmd::Created
+        | ChanCmd::CreatedFast
+        | ChanCmd::Created2 => Ok(Some(cell)),
+        ChanCmd::Unrecognized(_) => Ok(None),
+        other => Err(ChanError::Unexpected {
+            cmd: other,
+            state: "open channel",
+        }),
+    }
+}
+
+/// What an open channel does with one incoming cell when no worker exists; `Some` is a
+/// reply to send.
 fn on_open_cell(cell: ChanCell) -> Result<Option<ChanCell>, ChanError> {
-    metrics::counter!("edge_cells_received_total").increment(1);
     match cell.cmd {
         ChanCmd::Padding | ChanCmd::Vpadding | ChanCmd::Authorize | ChanCmd::PaddingNegotiate => {
             Ok(None)
@@ -611,6 +674,8 @@ pub struct ChannelHandle {
     pub peer: Peer,
     /// Negotiated link version.
     pub link_version: u16,
+    /// Whether we initiated this link (then our circuit ids have the MSB set).
+    pub we_initiated: bool,
     tx: tokio::sync::mpsc::Sender<ChanCell>,
     closed: tokio::sync::watch::Receiver<bool>,
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod descriptor;
 pub mod orport;
 pub mod publish;
+pub mod router;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -269,6 +270,11 @@ pub async fn run(
         )
         .map_err(|e| Error::Keys(format!("TLS: {e}")))?,
     );
+    if !config.workers.is_empty() {
+        let router = router::Router::new(&config.workers, channels.clone(), keys.rsa_identity());
+        router.start();
+        channels.set_handler(router);
+    }
     let orport = orport::serve(listeners.orport, state_rx, limits, channels, stop_rx);
     tokio::pin!(orport);
     let rotation = std::time::Duration::from_secs(config.orport.tls_rotation_secs.max(1));

@@ -127,7 +127,7 @@ async fn handle(
     };
     metrics::counter!("edge_channels_opened_total", "direction" => "inbound", "peer" => kind)
         .increment(1);
-    let (handle, task) = ch.spawn(limits.idle_timeout, shutdown);
+    let (handle, task) = ch.spawn(limits.idle_timeout, channels.handler(), shutdown);
     // An authenticated relay's link is reused for our own extends to it.
     channels.register(&handle);
     task.await.unwrap_or(Ok(()))

@@ -149,7 +149,11 @@ async fn channel_manager_reuses_one_link_per_identity() {
                 let ch = Channel::accept(tls, &rctx, peer.ip(), Duration::from_secs(10))
                     .await
                     .unwrap();
-                let (_h, task) = ch.spawn(Duration::from_secs(60), kill);
+                let (_h, task) = ch.spawn(
+                    Duration::from_secs(60),
+                    Arc::new(edge::channel::NoWorkers),
+                    kill,
+                );
                 let _ = task.await;
             });
         }
