@@ -113,6 +113,13 @@ pub struct Directory {
     /// Include the legacy TAP `onion-key` and its crosscert (C tor 0.4.9 authorities before
     /// 0.4.9.12 require them). Default: true.
     pub publish_tap_key: bool,
+    /// Exit policy lines in Tor syntax, first match wins, published in the descriptor; the
+    /// circuit workers must enforce the same. Default: `["reject *:*"]` (not an exit).
+    #[serde(deserialize_with = "runtime::string_or_list")]
+    pub exit_policy: Vec<String>,
+    /// Publish rejections of private ranges before the policy (C tor's
+    /// ExitPolicyRejectPrivate). Default: true.
+    pub exit_policy_reject_private: bool,
     /// File to which the current descriptor is written, exactly as uploaded. Default:
     /// unset (not written).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +137,8 @@ impl Default for Directory {
             bandwidth_burst: 2 << 20,
             contact: String::new(),
             publish_tap_key: true,
+            exit_policy: vec!["reject *:*".to_owned()],
+            exit_policy_reject_private: true,
             descriptor_path: None,
         }
     }

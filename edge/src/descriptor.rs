@@ -41,6 +41,9 @@ pub fn build(
         return Err("the advertised ORPort address must be IPv4".into());
     };
     let dir = &config.directory;
+    let policy =
+        proto::netdoc::policy::ExitPolicy::parse(&dir.exit_policy, dir.exit_policy_reject_private)
+            .map_err(|e| format!("exit_policy: {e}"))?;
     let params = DescriptorParams {
         nickname: config.nickname.clone(),
         address,
@@ -53,7 +56,11 @@ pub fn build(
         // We do not measure our throughput yet: report the configured rate as observed,
         // so authorities do not weight us at zero (INTEROP trap 27).
         bandwidth: (dir.bandwidth_rate, dir.bandwidth_burst, dir.bandwidth_rate),
-        policy: vec!["reject *:*".to_owned()],
+        policy: if policy.rejects_all() {
+            vec!["reject *:*".to_owned()]
+        } else {
+            policy.to_lines()
+        },
         contact: (!dir.contact.is_empty()).then(|| dir.contact.clone()),
         include_tap: dir.publish_tap_key,
     };

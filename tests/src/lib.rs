@@ -21,6 +21,7 @@
 pub mod control;
 pub mod http;
 pub mod process;
+pub mod traffic;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;

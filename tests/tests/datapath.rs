@@ -1,0 +1,152 @@
+//! Issue #4 (in progress): an unmodified C tor client fetches files through our relay
+//! (edge + circuit workers) as its exit, with matching SHA-256.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tests::traffic::{body, fetch_via_socks, start_http_server};
+use tests::{NetConfig, Process, TorNet, free_port, our_binary, wait_for};
+
+struct Cluster {
+    fingerprint: String,
+    procs: Vec<Process>,
+}
+
+fn keygen(dir: &std::path::Path) -> String {
+    let out = Command::new(our_binary("edge").unwrap())
+        .args(["keygen", "--keys-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint ").map(str::to_owned))
+        .unwrap()
+}
+
+/// One relay identity served by `workers` circuit workers and one edge.
+fn start_cluster(
+    net: &TorNet,
+    keys: &std::path::Path,
+    fp: String,
+    name: &str,
+    workers: usize,
+    exit_policy: &str,
+) -> Cluster {
+    let mut procs = Vec::new();
+    let mut urls = Vec::new();
+    for w in 0..workers {
+        let dir = net.scratch_dir(&format!("{name}-worker{w}")).unwrap();
+        let grpc = free_port();
+        urls.push(format!("http://127.0.0.1:{grpc}"));
+        let mut cmd = Command::new(our_binary("circuit-worker").unwrap());
+        cmd.arg("run")
+            .env_clear()
+            .env("CIRCUIT_WORKER__KEYS_DIR", keys)
+            .env("CIRCUIT_WORKER__SHARDS", "2")
+            .env("CIRCUIT_WORKER__GRPC__LISTEN", format!("127.0.0.1:{grpc}"))
+            .env(
+                "CIRCUIT_WORKER__METRICS__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env("CIRCUIT_WORKER__EXIT_POLICY", exit_policy)
+            .env("CIRCUIT_WORKER__EXIT_POLICY_REJECT_PRIVATE", "false")
+            .env("CIRCUIT_WORKER__LOG__FILTER", "info,circuit_worker=debug");
+        procs.push(
+            Process::spawn(&format!("{name}-worker{w}"), cmd, &dir.join("worker.log")).unwrap(),
+        );
+    }
+    let dir = net.scratch_dir(&format!("{name}-edge")).unwrap();
+    let orport = free_port();
+    let authorities: Vec<String> = net
+        .authority_dir_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut cmd = Command::new(our_binary("edge").unwrap());
+    cmd.arg("run")
+        .env_clear()
+        .env("EDGE__KEYS_DIR", keys)
+        .env("EDGE__NICKNAME", name)
+        .env("EDGE__WORKERS", urls.join(","))
+        .env("EDGE__ORPORT__LISTEN", format!("127.0.0.1:{orport}"))
+        .env(
+            "EDGE__METRICS__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("EDGE__DIRECTORY__AUTHORITIES", authorities.join(","))
+        .env("EDGE__DIRECTORY__RETRY_SECS", "2")
+        .env("EDGE__DIRECTORY__EXIT_POLICY", exit_policy)
+        .env("EDGE__DIRECTORY__EXIT_POLICY_REJECT_PRIVATE", "false")
+        .env("EDGE__LOG__FILTER", "info,edge=debug");
+    procs.push(Process::spawn(&format!("{name}-edge"), cmd, &dir.join("edge.log")).unwrap());
+    Cluster {
+        fingerprint: fp,
+        procs,
+    }
+}
+
+fn show_logs(c: &Cluster) {
+    for p in &c.procs {
+        eprintln!(
+            "===== {} =====\n{}",
+            p.name(),
+            tests::tail(p.log_path(), 30)
+        );
+    }
+}
+
+#[test]
+fn c_tor_client_fetches_through_our_exit() {
+    let http = start_http_server().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let keys = scratch.path().join("keys");
+    let fp = keygen(&keys);
+    let net = TorNet::start(&NetConfig {
+        relays: 2,
+        clients: 1,
+        client_extra: vec![format!("ExitNodes ${fp}"), "StrictNodes 1".into()],
+        ..NetConfig::default()
+    })
+    .unwrap();
+    let cluster = start_cluster(&net, &keys, fp.clone(), "rustexit", 2, "accept *:*");
+    let listed = net.wait_for_consensus(Duration::from_secs(180), |c| {
+        c.router(&cluster.fingerprint)
+            .is_some_and(|r| r.has("Running") && r.has("Valid"))
+    });
+    if listed.is_err() {
+        show_logs(&cluster);
+    }
+    listed.unwrap();
+    let socks = SocketAddr::from(([127, 0, 0, 1], net.clients[0].socks_port.unwrap()));
+    let start = Instant::now();
+    let first = wait_for(
+        "a first fetch through our exit",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || fetch_via_socks(socks, http, 10_000, Duration::from_secs(20)).ok(),
+    );
+    if first.is_err() {
+        show_logs(&cluster);
+    }
+    assert_eq!(first.unwrap(), body(10_000));
+    eprintln!("first fetch after {:?}", start.elapsed());
+    for n in [1, 498, 100_000, 5 << 20] {
+        let t = Instant::now();
+        let got = fetch_via_socks(socks, http, n, Duration::from_secs(60));
+        if got.is_err() {
+            show_logs(&cluster);
+        }
+        let got = got.unwrap();
+        assert_eq!(Sha256::digest(&got), Sha256::digest(body(n)), "{n} bytes");
+        eprintln!("{n} bytes in {:?}", t.elapsed());
+    }
+}
