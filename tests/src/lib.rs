@@ -381,31 +381,52 @@ impl TorNet {
             });
         }
         // 4. Clients.
-        for i in 0..config.clients {
-            let nickname = format!("client{i}");
-            let dir = net.root.path().join(&nickname);
-            std::fs::create_dir_all(&dir)?;
-            let (socks, control_port) = (free_port(), free_port());
-            let mut torrc = common_torrc(&nickname, &dir, control_port);
-            let _ = write!(torrc, "SocksPort 127.0.0.1:{socks}\n{dirauth_block}");
-            for l in &config.client_extra {
-                let _ = writeln!(torrc, "{l}");
-            }
-            let process = start_tor(&tor, &dir, &torrc, &nickname)?;
-            net.clients.push(TorNode {
-                nickname,
-                role: Role::Client,
-                data_dir: dir,
-                or_port: 0,
-                dir_port: None,
-                control_port,
-                socks_port: Some(socks),
-                fingerprint: String::new(),
-                v3ident: None,
-                process,
-            });
+        for _ in 0..config.clients {
+            let extra = config.client_extra.clone();
+            net.add_client(&extra)?;
         }
         Ok(net)
+    }
+
+    /// Starts one more C tor client with extra torrc lines (e.g. `EntryNodes`), and returns
+    /// its index in [`TorNet::clients`].
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn add_client(&mut self, extra: &[String]) -> Result<usize> {
+        let tor = tor_binary();
+        let i = self.clients.len();
+        let nickname = format!("client{i}");
+        let dir = self.root.path().join(&nickname);
+        std::fs::create_dir_all(&dir)?;
+        let (socks, control_port) = (free_port(), free_port());
+        let mut torrc = common_torrc(&nickname, &dir, control_port);
+        let _ = writeln!(torrc, "SocksPort 127.0.0.1:{socks}");
+        for l in self.dir_authority_lines.iter().chain(extra) {
+            let _ = writeln!(torrc, "{l}");
+        }
+        let process = start_tor(&tor, &dir, &torrc, &nickname)?;
+        self.clients.push(TorNode {
+            nickname,
+            role: Role::Client,
+            data_dir: dir,
+            or_port: 0,
+            dir_port: None,
+            control_port,
+            socks_port: Some(socks),
+            fingerprint: String::new(),
+            v3ident: None,
+            process,
+        });
+        Ok(i)
+    }
+
+    /// The SOCKS address of client `i`.
+    pub fn socks_addr(&self, i: usize) -> Option<SocketAddr> {
+        self.clients
+            .get(i)?
+            .socks_port
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
     }
 
     /// The `DirAuthority` torrc lines every node of this network uses.
