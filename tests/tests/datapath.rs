@@ -11,7 +11,6 @@ use tests::traffic::{body, fetch_via_socks, start_http_server};
 use tests::{NetConfig, Process, TorNet, free_port, our_binary, wait_for};
 
 struct Cluster {
-    fingerprint: String,
     procs: Vec<Process>,
 }
 
@@ -36,7 +35,6 @@ fn keygen(dir: &std::path::Path) -> String {
 fn start_cluster(
     net: &TorNet,
     keys: &std::path::Path,
-    fp: String,
     name: &str,
     workers: usize,
     exit_policy: &str,
@@ -88,10 +86,7 @@ fn start_cluster(
         .env("EDGE__DIRECTORY__EXIT_POLICY_REJECT_PRIVATE", "false")
         .env("EDGE__LOG__FILTER", "info,edge=debug");
     procs.push(Process::spawn(&format!("{name}-edge"), cmd, &dir.join("edge.log")).unwrap());
-    Cluster {
-        fingerprint: fp,
-        procs,
-    }
+    Cluster { procs }
 }
 
 fn show_logs(c: &Cluster) {
@@ -157,7 +152,7 @@ fn c_tor_clients_fetch_through_our_relay_as_exit_and_middle() {
         ..NetConfig::default()
     })
     .unwrap();
-    let cluster = start_cluster(&net, &keys, fp.clone(), "rustrelay", 2, "accept *:*");
+    let cluster = start_cluster(&net, &keys, "rustrelay", 2, "accept *:*");
     let (c_guard, c_exit) = (
         net.relays[0].fingerprint.clone(),
         net.relays[2].fingerprint.clone(),
