@@ -35,6 +35,11 @@ pub struct Config {
     pub exit_policy_reject_private: bool,
     /// Seconds to resolve and connect an exit stream. Default: 10.
     pub connect_timeout_secs: u64,
+    /// `host:port` of a directory server's DirPort (an authority or cache) that BEGIN_DIR
+    /// streams are relayed to. Default: unset (BEGIN_DIR is refused with NOTDIRECTORY);
+    /// set it together with the edges' `tunnelled_dir_server`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir_backend: Option<String>,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
     /// Logging.
@@ -50,6 +55,7 @@ impl Default for Config {
             exit_policy: vec!["reject *:*".to_owned()],
             exit_policy_reject_private: true,
             connect_timeout_secs: 10,
+            dir_backend: None,
             metrics: Metrics::default(),
             log: Log::default(),
         }

@@ -167,6 +167,7 @@ pub async fn run(
             keys,
             policy,
             connect_timeout: std::time::Duration::from_secs(config.connect_timeout_secs.max(1)),
+            dir_backend: config.dir_backend.clone(),
         }),
     )?;
     let metrics_addr = listeners.metrics.local_addr()?;

@@ -43,6 +43,8 @@ pub struct ShardConfig {
     pub policy: ExitPolicy,
     /// Exit connect timeout.
     pub connect_timeout: Duration,
+    /// Where BEGIN_DIR streams go (a directory server's DirPort), if anywhere.
+    pub dir_backend: Option<String>,
 }
 
 /// Input from an edge link.
@@ -87,6 +89,8 @@ enum StreamEvent {
     Connected {
         key: Key,
         stream: StreamId,
+        /// A BEGIN_DIR stream (its CONNECTED names no address).
+        dir: bool,
         result: Result<(tokio::net::TcpStream, SocketAddr), EndReason>,
     },
     Data {
@@ -345,7 +349,10 @@ impl Shard {
                         },
                     ));
                 }
-                Action::OpenStream { stream, begin } => self.open_stream(key, stream, begin, ctx),
+                Action::OpenStream { stream, begin } => {
+                    self.open_stream(key, stream, Some(begin), ctx)
+                }
+                Action::OpenDirStream { stream } => self.open_stream(key, stream, None, ctx),
                 Action::StreamWrite { stream, data } => {
                     if let Some(w) = e.streams.get(&stream).and_then(|io| io.write.as_ref()) {
                         let _ = w.send(data);
@@ -381,7 +388,14 @@ impl Shard {
         }
     }
 
-    fn open_stream(&mut self, key: Key, stream: StreamId, begin: Begin, ctx: &mut Context<Self>) {
+    /// Opens an exit stream (`Some(begin)`) or a BEGIN_DIR stream (`None`).
+    fn open_stream(
+        &mut self,
+        key: Key,
+        stream: StreamId,
+        begin: Option<Begin>,
+        ctx: &mut Context<Self>,
+    ) {
         let cfg = self.cfg.clone();
         let me = ctx.address();
         if let Some(e) = self.circuits.get_mut(&key) {
@@ -397,10 +411,15 @@ impl Shard {
             metrics::gauge!("worker_streams").increment(1.0);
         }
         actix::spawn(async move {
-            let result = connect(&cfg, &begin).await;
+            let dir = begin.is_none();
+            let result = match &begin {
+                Some(b) => connect(&cfg, b).await,
+                None => connect_dir(&cfg).await,
+            };
             me.do_send(StreamEvent::Connected {
                 key,
                 stream,
+                dir,
                 result,
             });
         });
@@ -440,6 +459,22 @@ async fn connect(
             _ => EndReason::NoRoute,
         })?;
     let _ = tcp.set_nodelay(true);
+    Ok((tcp, addr))
+}
+
+async fn connect_dir(cfg: &ShardConfig) -> Result<(tokio::net::TcpStream, SocketAddr), EndReason> {
+    let Some(backend) = &cfg.dir_backend else {
+        return Err(EndReason::NotDirectory);
+    };
+    let tcp = tokio::time::timeout(
+        cfg.connect_timeout,
+        tokio::net::TcpStream::connect(backend.as_str()),
+    )
+    .await
+    .map_err(|_| EndReason::Timeout)?
+    .map_err(|_| EndReason::ConnectRefused)?;
+    let addr = tcp.peer_addr().map_err(|_| EndReason::Internal)?;
+    metrics::counter!("worker_dir_streams_total").increment(1);
     Ok((tcp, addr))
 }
 
@@ -578,6 +613,7 @@ impl Handler<StreamEvent> for Shard {
             StreamEvent::Connected {
                 key,
                 stream,
+                dir,
                 result,
             } => {
                 let me = ctx.address();
@@ -589,8 +625,9 @@ impl Handler<StreamEvent> for Shard {
                             let acts = e.circ.stream_connected(
                                 &mut rng,
                                 stream,
+                                // BEGIN_DIR's CONNECTED names no address (tor-spec §6.2.1).
                                 Ok(Connected {
-                                    addr: Some((addr.ip(), 300)),
+                                    addr: (!dir).then_some((addr.ip(), 300)),
                                 }),
                             );
                             if let Some(io) = e.streams.get_mut(&stream) {

@@ -120,6 +120,10 @@ pub struct Directory {
     /// Publish rejections of private ranges before the policy (C tor's
     /// ExitPolicyRejectPrivate). Default: true.
     pub exit_policy_reject_private: bool,
+    /// Advertise `tunnelled-dir-server`: our workers relay BEGIN_DIR to a directory backend
+    /// (their `dir_backend`). Needed for the V2Dir flag, and so for C tor clients to use
+    /// the relay as a guard. Default: false.
+    pub tunnelled_dir_server: bool,
     /// File to which the current descriptor is written, exactly as uploaded. Default:
     /// unset (not written).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +143,7 @@ impl Default for Directory {
             publish_tap_key: true,
             exit_policy: vec!["reject *:*".to_owned()],
             exit_policy_reject_private: true,
+            tunnelled_dir_server: false,
             descriptor_path: None,
         }
     }

@@ -63,6 +63,7 @@ pub fn build(
         },
         contact: (!dir.contact.is_empty()).then(|| dir.contact.clone()),
         include_tap: dir.publish_tap_key,
+        tunnelled_dir_server: dir.tunnelled_dir_server,
     };
     routerdesc::build(&params, keys).map_err(|e| e.to_string())
 }

@@ -78,6 +78,12 @@ pub enum Action {
         /// BEGIN's request.
         begin: Begin,
     },
+    /// Connect a BEGIN_DIR stream to the directory backend, or answer it with
+    /// `stream_connected(Err(NotDirectory))` when there is none.
+    OpenDirStream {
+        /// The stream.
+        stream: StreamId,
+    },
     /// Write stream data to its TCP connection.
     StreamWrite {
         /// The stream.
@@ -429,13 +435,20 @@ impl RelayCircuit {
                 out.push(Action::OpenStream { stream, begin: b });
             }
             RelayMsg::BeginDir => {
-                // No directory service behind this relay yet.
-                self.send_back(
-                    rng,
+                if self.streams.contains_key(&stream) {
+                    return Err(Error::InvalidValue("BEGIN_DIR on an open stream"));
+                }
+                self.streams.insert(
                     stream,
-                    &RelayMsg::End(End::new(EndReason::NotDirectory)),
-                    out,
-                )?;
+                    Stream {
+                        package_window: STREAMWINDOW_START,
+                        deliver_window: STREAMWINDOW_START,
+                        connected: false,
+                        pending: std::collections::VecDeque::new(),
+                        end_after_pending: None,
+                    },
+                );
+                out.push(Action::OpenDirStream { stream });
             }
             RelayMsg::Resolve(_) => {
                 let answers = vec![(crate::relay_cell::msg::ResolvedVal::TransientError, 0)];

@@ -352,3 +352,24 @@ fn end_waits_for_pending_data() {
     }));
     assert_eq!(circ.stream_count(), 0);
 }
+
+#[test]
+fn begin_dir_opens_a_directory_stream() {
+    let (mut circ, mut cl) = setup();
+    let mut r = rng();
+    let c = cl.cell(3, &RelayMsg::BeginDir);
+    assert_eq!(
+        circ.from_prev(&mut r, ChanCmd::Relay, &c),
+        vec![Action::OpenDirStream {
+            stream: StreamId(3)
+        }]
+    );
+    // Without a directory backend the worker refuses it: END NOTDIRECTORY.
+    let acts = circ.stream_connected(&mut r, StreamId(3), Err(EndReason::NotDirectory));
+    let end = cl.read(
+        acts.iter()
+            .find(|a| matches!(a, Action::ToPrev { .. }))
+            .unwrap(),
+    );
+    assert_eq!((end.cmd, end.data[0]), (RelayCmd::End, 14));
+}

@@ -58,6 +58,9 @@ pub struct DescriptorParams {
     pub contact: Option<String>,
     /// Whether to include the TAP `onion-key` and `onion-key-crosscert`.
     pub include_tap: bool,
+    /// `tunnelled-dir-server`: we answer BEGIN_DIR (needed for the V2Dir flag, hence for
+    /// being a guard of C tor clients).
+    pub tunnelled_dir_server: bool,
 }
 
 /// Checks a nickname (dir-spec §2.1.1: 1–19 alphanumerics).
@@ -139,6 +142,9 @@ pub fn build(params: &DescriptorParams, keys: &EdgeKeys) -> Result<(String, [u8;
     for l in &params.policy {
         let _ = writeln!(d, "{l}");
     }
+    if params.tunnelled_dir_server {
+        d.push_str("tunnelled-dir-server\n");
+    }
     d.push_str("router-sig-ed25519 ");
     let mut h = Sha256::new();
     h.update(ED_SIG_PREFIX);
@@ -191,6 +197,7 @@ mod tests {
             policy: vec!["reject *:*".into()],
             contact: Some("ops@example.org".into()),
             include_tap: true,
+            tunnelled_dir_server: true,
         }
     }
 
@@ -229,6 +236,7 @@ mod tests {
             "ntor-onion-key-crosscert",
             "ntor-onion-key",
             "reject",
+            "tunnelled-dir-server",
         ] {
             assert!(keywords.contains(&item), "{item} missing:\n{text}");
         }
