@@ -57,6 +57,10 @@ fn start_cluster(
             )
             .env("CIRCUIT_WORKER__EXIT_POLICY", exit_policy)
             .env("CIRCUIT_WORKER__EXIT_POLICY_REJECT_PRIVATE", "false")
+            .env(
+                "CIRCUIT_WORKER__DIR_BACKEND",
+                net.authority_dir_addrs()[0].to_string(),
+            )
             .env("CIRCUIT_WORKER__LOG__FILTER", "info,circuit_worker=debug");
         procs.push(
             Process::spawn(&format!("{name}-worker{w}"), cmd, &dir.join("worker.log")).unwrap(),
@@ -84,6 +88,7 @@ fn start_cluster(
         .env("EDGE__DIRECTORY__RETRY_SECS", "2")
         .env("EDGE__DIRECTORY__EXIT_POLICY", exit_policy)
         .env("EDGE__DIRECTORY__EXIT_POLICY_REJECT_PRIVATE", "false")
+        .env("EDGE__DIRECTORY__TUNNELLED_DIR_SERVER", "true")
         .env("EDGE__LOG__FILTER", "info,edge=debug");
     procs.push(Process::spawn(&format!("{name}-edge"), cmd, &dir.join("edge.log")).unwrap());
     Cluster { procs }
@@ -136,12 +141,12 @@ fn fetch_checked(
     }
 }
 
-/// Our relay (one edge, two workers) as exit and as middle of C tor clients' circuits, in
-/// one network of three C tor authorities, two C tor relays and a C tor exit. (As guard it
-/// needs a BEGIN_DIR directory cache first: C tor only picks guards that are directory
-/// caches, INTEROP trap 23.)
+/// Our relay (one edge, two workers) as exit, as middle and as guard of C tor clients'
+/// circuits, in one network of three C tor authorities, two C tor relays and a C tor exit.
+/// As guard it also serves the client's directory fetches over BEGIN_DIR (relayed to an
+/// authority's DirPort): C tor only picks guards that are directory caches (trap 23).
 #[test]
-fn c_tor_clients_fetch_through_our_relay_as_exit_and_middle() {
+fn c_tor_clients_fetch_through_our_relay_as_exit_middle_and_guard() {
     let http = start_http_server().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let keys = scratch.path().join("keys");
@@ -166,7 +171,11 @@ fn c_tor_clients_fetch_through_our_relay_as_exit_and_middle() {
     if listed.is_err() {
         show_logs(&cluster);
     }
-    listed.unwrap();
+    let consensus = listed.unwrap();
+    eprintln!(
+        "our flags: {:?}",
+        consensus.router(&fp).map(|r| r.flags.clone())
+    );
     let sizes = [1, 498, 100_000, 5 << 20];
     let exit = net
         .add_client(&[format!("ExitNodes ${fp}"), "StrictNodes 1".into()])
@@ -181,4 +190,12 @@ fn c_tor_clients_fetch_through_our_relay_as_exit_and_middle() {
         ])
         .unwrap();
     fetch_checked(&net, middle, http, &sizes, "middle", &cluster);
+    let guard = net
+        .add_client(&[
+            format!("EntryNodes ${fp}"),
+            format!("ExitNodes ${c_exit}"),
+            "StrictNodes 1".into(),
+        ])
+        .unwrap();
+    fetch_checked(&net, guard, http, &sizes, "guard", &cluster);
 }
