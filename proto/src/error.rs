@@ -48,6 +48,10 @@ pub enum Error {
     /// A relay cell failed its digest check or could not be decrypted.
     #[error("relay crypto: {0}")]
     RelayCrypto(&'static str),
+    /// A directory document (dir-spec) is malformed or breaks a rule; the text says
+    /// which item and how.
+    #[error("malformed document: {0}")]
+    Malformed(String),
     /// Key material is malformed, or a key file is unsafe to load.
     #[error("key error: {0}")]
     Key(String),

@@ -5,8 +5,12 @@
 //! spaces; inline binary values are unpadded base64; objects are padded base64 wrapped at
 //! 64 columns between `-----BEGIN X-----` and `-----END X-----` (INTEROP traps 16, 18).
 
+pub mod authcert;
+pub mod microdesc;
 pub mod policy;
+pub mod protover;
 pub mod routerdesc;
+pub mod tokenize;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};

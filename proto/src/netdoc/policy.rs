@@ -97,8 +97,12 @@ fn mask(ip: Ipv4Addr, bits: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(ip) & m)
 }
 
-/// Ranges C tor's `ExitPolicyRejectPrivate` rejects: loopback, RFC 1918, link-local,
-/// "this network", CGNAT and multicast/reserved.
+/// Ranges C tor's `ExitPolicyRejectPrivate` rejects: loopback, RFC 1918, link-local and
+/// "this network", plus CGNAT (100.64.0.0/10, where some Kubernetes networks live).
+///
+/// Nothing larger than a /8 belongs here: a reject rule for more than 2^25 addresses
+/// makes the authorities summarize the whole policy as `reject 1-65535` ([`summarize`]),
+/// and clients would never pick the relay as an exit.
 pub const PRIVATE_RANGES: &[&str] = &[
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -107,8 +111,126 @@ pub const PRIVATE_RANGES: &[&str] = &[
     "169.254.0.0/16",
     "172.16.0.0/12",
     "192.168.0.0/16",
-    "224.0.0.0/3",
 ];
+
+/// The IPv4 networks C tor ignores in reject rules when it summarizes a policy
+/// (`private_nets` in C's `policies.c`); every authority must use the same list.
+const SUMMARY_PRIVATE_NETS: &[([u8; 4], u8)] = &[
+    ([0, 0, 0, 0], 8),
+    ([169, 254, 0, 0], 16),
+    ([127, 0, 0, 0], 8),
+    ([192, 168, 0, 0], 16),
+    ([10, 0, 0, 0], 8),
+    ([172, 16, 0, 0], 12),
+];
+
+/// Ports with at most this many rejected addresses still count as accepted by a later
+/// `accept *:port` (C: `REJECT_CUTOFF_COUNT`).
+const REJECT_CUTOFF_COUNT: u64 = 1 << 25;
+/// Longest summary C writes (`MAX_EXITPOLICY_SUMMARY_LEN`).
+const MAX_SUMMARY_LEN: usize = 1000;
+
+/// The port summary of an IPv4 exit policy, as directory authorities write it in `p`
+/// lines (dir-spec §3.4.1; C: `policy_summarize`): `accept PORTS` or `reject PORTS`,
+/// whichever is shorter, `reject 1-65535` when nothing is accepted and `accept 1-65535`
+/// when nothing is rejected.
+///
+/// A port counts as accepted when an `accept *:port` rule comes before reject rules
+/// covering more than 2^25 addresses for it; accepts for specific networks are ignored,
+/// and so are rejects of exactly the private networks C tor lists.
+pub fn summarize(rules: &[PolicyRule]) -> String {
+    // (first port, accepted, rejected-address count) per range; ranges cover 1-65535.
+    struct Range {
+        lo: u32,
+        hi: u32,
+        accepted: bool,
+        rejected: u64,
+    }
+    let mut ranges = vec![Range {
+        lo: 1,
+        hi: 65535,
+        accepted: false,
+        rejected: 0,
+    }];
+    let split = |ranges: &mut Vec<Range>, at: u32| {
+        if let Some(i) = ranges.iter().position(|r| r.lo < at && at <= r.hi) {
+            let r = &ranges[i];
+            let tail = Range {
+                lo: at,
+                hi: r.hi,
+                accepted: r.accepted,
+                rejected: r.rejected,
+            };
+            ranges[i].hi = at - 1;
+            ranges.insert(i + 1, tail);
+        }
+    };
+    for rule in rules {
+        let (lo, hi) = (u32::from(rule.ports.0), u32::from(rule.ports.1));
+        split(&mut ranges, lo);
+        split(&mut ranges, hi + 1);
+        let inside = |r: &Range| r.lo >= lo && r.hi <= hi;
+        if rule.accept {
+            if rule.net.is_none() {
+                for r in ranges.iter_mut().filter(|r| inside(r)) {
+                    if !r.accepted && r.rejected <= REJECT_CUTOFF_COUNT {
+                        r.accepted = true;
+                    }
+                }
+            }
+        } else {
+            let bits = rule.net.map_or(0, |(_, b)| b);
+            let private = rule
+                .net
+                .is_some_and(|(ip, b)| SUMMARY_PRIVATE_NETS.contains(&(ip.octets(), b)));
+            if !private {
+                let count = 1u64 << (32 - u32::from(bits));
+                for r in ranges.iter_mut().filter(|r| inside(r)) {
+                    r.rejected += count;
+                }
+            }
+        }
+    }
+    // Merge neighbours with the same verdict, then write both lists.
+    let mut accepts = Vec::new();
+    let mut rejects = Vec::new();
+    let mut i = 0;
+    while i < ranges.len() {
+        let start = ranges[i].lo;
+        let verdict = ranges[i].accepted;
+        while i + 1 < ranges.len() && ranges[i + 1].accepted == verdict {
+            i += 1;
+        }
+        let end = ranges[i].hi;
+        let s = if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        };
+        if verdict {
+            accepts.push(s);
+        } else {
+            rejects.push(s);
+        }
+        i += 1;
+    }
+    if accepts.is_empty() {
+        return "reject 1-65535".into();
+    }
+    if rejects.is_empty() {
+        return "accept 1-65535".into();
+    }
+    let (a, r) = (accepts.join(","), rejects.join(","));
+    if r.len() > MAX_SUMMARY_LEN - 7 && a.len() > MAX_SUMMARY_LEN - 7 {
+        // Both too long: C cuts the accept list at the last comma that fits.
+        let cut = a[..MAX_SUMMARY_LEN - 7].rfind(',').unwrap_or(0);
+        format!("accept {}", &a[..cut])
+    } else if r.len() < a.len() {
+        format!("reject {r}")
+    } else {
+        format!("accept {a}")
+    }
+}
 
 /// An ordered exit policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,6 +309,68 @@ mod tests {
         assert!(!p.rejects_all());
         assert_eq!(p.to_lines().first().unwrap(), "reject 0.0.0.0/8:*");
         assert_eq!(p.to_lines().last().unwrap(), "accept *:*");
+    }
+
+    fn rules(lines: &[&str]) -> Vec<PolicyRule> {
+        lines
+            .iter()
+            .map(|l| PolicyRule::parse(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn summaries_as_c_tor_writes_them() {
+        assert_eq!(summarize(&rules(&["reject *:*"])), "reject 1-65535");
+        assert_eq!(summarize(&rules(&["accept *:*"])), "accept 1-65535");
+        // Accepting only a private network is not an exit for the summary.
+        assert_eq!(
+            summarize(&rules(&["accept 127.0.0.0/8:*", "reject *:*"])),
+            "reject 1-65535"
+        );
+        assert_eq!(
+            summarize(&rules(&["accept *:80", "accept *:443", "reject *:*"])),
+            "accept 80,443"
+        );
+        assert_eq!(
+            summarize(&rules(&["reject *:25", "reject *:119", "accept *:*"])),
+            "reject 25,119"
+        );
+        // Rejecting the private ranges first (ExitPolicyRejectPrivate) changes nothing,
+        // and neither does a small reject; a reject of more than 2^25 addresses does.
+        let private: Vec<String> = PRIVATE_RANGES
+            .iter()
+            .map(|r| format!("reject {r}:*"))
+            .collect();
+        let mut p: Vec<&str> = private.iter().map(String::as_str).collect();
+        p.push("reject 8.8.8.0/24:*");
+        p.push("accept *:*");
+        assert_eq!(summarize(&rules(&p)), "accept 1-65535");
+        assert_eq!(
+            summarize(&rules(&["reject 64.0.0.0/2:443", "accept *:*"])),
+            "reject 443"
+        );
+        // The default policy of the C tor exits in tests/data/ctor.
+        let c_default = [
+            "accept 127.0.0.0/8:*",
+            "reject *:25",
+            "reject *:119",
+            "reject *:135-139",
+            "reject *:445",
+            "reject *:563",
+            "reject *:1214",
+            "reject *:4661-4666",
+            "reject *:6346-6429",
+            "reject *:6699",
+            "reject *:6881-6999",
+            "accept *:*",
+        ];
+        assert_eq!(
+            summarize(&rules(&c_default)),
+            "reject 25,119,135-139,445,563,1214,4661-4666,6346-6429,6699,6881-6999"
+        );
+        // Our default exit policy with private ranges rejected still summarizes as an exit.
+        let ours = ExitPolicy::parse(&["accept *:*".into()], true).unwrap();
+        assert_eq!(summarize(&ours.rules), "accept 1-65535");
     }
 
     #[test]
