@@ -6,6 +6,8 @@
 //! 64 columns between `-----BEGIN X-----` and `-----END X-----` (INTEROP traps 16, 18).
 
 pub mod authcert;
+pub mod bwweights;
+pub mod consensus;
 pub mod microdesc;
 pub mod policy;
 pub mod protover;
