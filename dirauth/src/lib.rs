@@ -1,22 +1,32 @@
 //! `dirauth`: a Tor v3 directory authority (DESIGN.md "Directory authority"; dir-spec).
-//! It will accept descriptor uploads, vote, compute and sign the consensus and serve the
+//! It accepts descriptor uploads, tests relays' reachability, votes with the other
+//! authorities, computes and signs the consensus in both flavors, and serves the
 //! directory protocol over HTTP on its DirPort.
 //!
-//! For now this crate is the process shell: the command line, configuration
-//! ([`config`]), logging and the Prometheus endpoint. The DirPort server and the
-//! authority's storage come with the directory work; `run` does not pretend to serve them.
+//! Modules: [`config`], [`keys`] (the v3 identity, signing key and certificate),
+//! [`authority`] (the state machine, no I/O), [`serve`] (the URL space), [`http`]
+//! (HTTP/1.0 server and client), [`reach`] (reachability tests), [`voting`] (the
+//! schedule), [`store`] (persistence).
 //!
 //! Invariant: the process never logs client addresses; the only addresses logged are the
-//! ones it binds.
+//! ones it binds and its peers'.
 
+pub mod authority;
 pub mod config;
+pub mod http;
+pub mod keys;
+pub mod reach;
+pub mod serve;
+pub mod store;
+pub mod voting;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use proto::runtime::{self, Error, ShutdownSignals};
@@ -28,6 +38,14 @@ pub use config::Config;
 pub const COMPONENT: &str = "dirauth";
 /// Version reported in `dirauth_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Command line of the `dirauth` binary.
 #[derive(Debug, Parser)]
@@ -50,6 +68,24 @@ pub enum Command {
     Run(RunArgs),
     /// Print the effective configuration (defaults, then file, then environment) as TOML.
     CheckConfig,
+    /// Create the authority keys in `<data_dir>/keys` (identity, signing key,
+    /// certificate), or renew the signing key and certificate. Prints the v3ident.
+    Keygen(KeygenArgs),
+}
+
+/// Options of `dirauth keygen`.
+#[derive(Debug, Default, Args)]
+pub struct KeygenArgs {
+    /// Data directory, overriding `data_dir` from the configuration.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Lifetime of the signing key's certificate, in days (tor-gencert's default is 12
+    /// months).
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    pub lifetime_days: u64,
+    /// Only renew the signing key and certificate; refuse to make a new identity.
+    #[arg(long)]
+    pub renew_signing_key: bool,
 }
 
 /// Options of `dirauth run`.
@@ -59,6 +95,9 @@ pub struct RunArgs {
     /// reported in the "metrics listening on ADDR" log line.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Listen address for the DirPort, overriding `dirport.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub dirport_listen: Option<SocketAddr>,
 }
 
 /// Carries out `cli`: `env` is the process environment (passed in so tests can supply
@@ -74,49 +113,184 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
             out.flush()?;
             Ok(())
         }
+        Command::Keygen(args) => {
+            let dir = args.data_dir.clone().unwrap_or(config.data_dir.clone());
+            let r = keys::keygen(
+                &dir,
+                Some(config.advertised_dir_addr()),
+                unix_now(),
+                args.lifetime_days.max(1) * 86400,
+                args.renew_signing_key,
+            )?;
+            writeln!(out, "v3ident {}", r.v3ident)?;
+            writeln!(
+                out,
+                "certificate expires {}",
+                proto::netdoc::format_time(r.expires)
+            )?;
+            if r.new_identity {
+                writeln!(
+                    out,
+                    "new identity key in {}; keep a copy offline, the running authority does not need it",
+                    keys::keys_dir(&dir).join(keys::IDENTITY_KEY).display()
+                )?;
+            }
+            out.flush()?;
+            Ok(())
+        }
         Command::Run(args) => {
             runtime::init_tracing(&config.log.filter)?;
             let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
+            let dirport_addr = args.dirport_listen.unwrap_or(config.dirport.listen);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
                 .block_on(async {
                     // Before anything is announced, so an early SIGTERM is a clean exit.
                     let signals = ShutdownSignals::register()?;
-                    let listener = runtime::bind(metrics_addr, "metrics.listen").await?;
-                    run(&config, listener, signals.recv()).await
+                    let metrics = runtime::bind(metrics_addr, "metrics.listen").await?;
+                    let dirport = runtime::bind(dirport_addr, "dirport.listen").await?;
+                    run(&config, Listeners { metrics, dirport }, signals.recv()).await
                 })
         }
     }
 }
 
-/// Runs the authority on an already-bound metrics listener until `shutdown` completes.
-///
-/// Today that means: install the Prometheus recorder, export `dirauth_build_info` and
-/// `dirauth_start_time_seconds`, serve `/metrics`, log "ready". The DirPort is not bound
-/// yet.
+/// The sockets `run` serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Prometheus `/metrics`.
+    pub metrics: TcpListener,
+    /// The DirPort.
+    pub dirport: TcpListener,
+}
+
+fn lock(a: &Mutex<authority::Authority>) -> std::sync::MutexGuard<'_, authority::Authority> {
+    a.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves one DirPort connection.
+async fn serve_conn(
+    mut s: tokio::net::TcpStream,
+    auth: Arc<Mutex<authority::Authority>>,
+    limit: Duration,
+) {
+    let req = match http::read_request(&mut s, limit).await {
+        Ok(r) => r,
+        Err(http::HttpError::Io(_)) => return,
+        Err(e) => {
+            tracing::debug!("bad DirPort request: {e}");
+            let status = if matches!(e, http::HttpError::TooLarge) {
+                (413, "Request too large")
+            } else {
+                (400, "Bad request")
+            };
+            let _ = http::write_response(
+                &mut s,
+                &http::Response::short(status.0, status.1),
+                false,
+                unix_now(),
+            )
+            .await;
+            return;
+        }
+    };
+    let kind = serve::kind(&req.path);
+    let (resp, deflate) = serve::handle(&mut lock(&auth), &req, unix_now());
+    metrics::counter!("dirauth_http_requests_total", "kind" => kind, "status" => resp.status.to_string())
+        .increment(1);
+    let _ = http::write_response(&mut s, &resp, deflate, unix_now()).await;
+}
+
+/// Runs the authority until `shutdown` completes: loads its keys and saved state, serves
+/// the DirPort, tests reachability, votes on schedule and serves `/metrics`.
 ///
 /// # Errors
-/// [`Error::Metrics`] if another metrics recorder owns the process, [`Error::Io`] if the
-/// listener has no local address.
+/// [`Error::Keys`] when the keys are missing or unsafe, [`Error::Config`] when the
+/// authority list is inconsistent, [`Error::Metrics`] if another metrics recorder owns
+/// the process, [`Error::Io`] on listener or storage errors.
 pub async fn run(
     config: &Config,
-    metrics_listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let handle = runtime::install_metrics_recorder()?;
     runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
-    let metrics_addr = metrics_listener.local_addr()?;
+    let keys = keys::load(&config.data_dir)?;
+    let settings =
+        authority::Settings::from_config(config, &keys.cert).map_err(config::config_error)?;
+    let v3ident = keys.cert.v3ident.to_hex();
+    metrics::gauge!("dirauth_signing_cert_expiry_timestamp_seconds").set(keys.cert.expires as f64);
+    if keys.cert.expires < unix_now() + 7 * 86400 {
+        tracing::warn!(
+            "the authority certificate expires at {}: run `dirauth keygen --renew-signing-key`",
+            proto::netdoc::format_time(keys.cert.expires)
+        );
+    }
+    let store = store::Store::open(&config.data_dir)?;
+    let mut a = authority::Authority::new(settings, keys);
+    a.restore(|n| store.load(n), unix_now());
+    let n_relays = a.relays.len();
+    let auth = Arc::new(Mutex::new(a));
+    let ctx =
+        reach::link_context(config.relay_keys_dir.as_deref(), unix_now()).map_err(Error::Keys)?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    let dir_addr = listeners.dirport.local_addr()?;
     tracing::info!("metrics listening on {metrics_addr}");
-    tracing::info!(
-        metrics = %metrics_addr,
-        "ready (DirPort {} not served yet: the directory protocol is not implemented)",
-        config.dirport.listen
+    tracing::info!("DirPort listening on {dir_addr}");
+    tracing::info!(v3ident = %v3ident, relays = n_relays, authorities = lock(&auth).settings.n_authorities, "ready");
+    let limit = Duration::from_secs(config.dirport.request_timeout_secs.max(1));
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        config.dirport.max_connections.max(1),
+    ));
+    let dirport = {
+        let auth = auth.clone();
+        async move {
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Ok((s, _)) = listeners.dirport.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let auth = auth.clone();
+                tokio::spawn(async move {
+                    serve_conn(s, auth, limit).await;
+                    drop(permit);
+                });
+            }
+        }
+    };
+    let reach = reach::run(
+        auth.clone(),
+        ctx,
+        config.reachability.parallel_tests,
+        Duration::from_secs(config.reachability.timeout_secs.max(1)),
     );
+    let voting = voting::run(auth.clone(), store.clone());
+    let saver = {
+        let (auth, store) = (auth.clone(), store.clone());
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                {
+                    let a = lock(&auth);
+                    metrics::gauge!("dirauth_relays_known").set(a.relays.len() as f64);
+                }
+                voting::persist(&auth, &store).await;
+            }
+        }
+    };
     tokio::select! {
-        never = runtime::serve_metrics(metrics_listener, handle) => match never {},
+        never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
+        () = dirport => {}
+        () = reach => {}
+        () = voting => {}
+        () = saver => {}
         () = shutdown => {}
     }
+    voting::persist(&auth, &store).await;
     tracing::info!("shutting down");
     Ok(())
 }
@@ -144,13 +318,27 @@ mod tests {
     #[tokio::test]
     async fn run_serves_build_info_until_shutdown() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dirport = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        keys::keygen(dir.path(), None, unix_now(), 86400, false).unwrap();
+        let data_dir = dir.path().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let config = Config::default();
-            run(&config, listener, async {
-                let _ = stopped.await;
-            })
+            let config = Config {
+                data_dir,
+                ..Config::default()
+            };
+            run(
+                &config,
+                Listeners {
+                    metrics: listener,
+                    dirport,
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
         });
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

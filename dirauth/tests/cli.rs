@@ -83,7 +83,7 @@ fn help_lists_the_subcommands() {
     let out = output(bin().arg("--help"));
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for word in ["run", "check-config", "--config"] {
+    for word in ["run", "check-config", "keygen", "--config"] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
 }
@@ -186,10 +186,59 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 #[test]
+fn keygen_makes_keys_that_run_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output(bin().env(format!("{ENV}__DATA_DIR"), dir.path()).args([
+        "run",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--dirport-listen",
+        "127.0.0.1:0",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("dirauth keygen"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = output(bin().arg("keygen").arg("--data-dir").arg(dir.path()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let v3 = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("v3ident "))
+        .unwrap();
+    assert_eq!(v3.len(), 40);
+    let cert = std::fs::read_to_string(dir.path().join("keys/authority_certificate")).unwrap();
+    assert!(cert.contains(&format!("fingerprint {v3}\n")));
+    // Renewal keeps the identity.
+    let out = output(
+        bin()
+            .args(["keygen", "--renew-signing-key", "--data-dir"])
+            .arg(dir.path()),
+    );
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(v3));
+}
+
+#[test]
 fn run_serves_metrics_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        output(bin().arg("keygen").arg("--data-dir").arg(dir.path()))
+            .status
+            .success()
+    );
     let mut child = KillOnDrop(
         bin()
-            .args(["run", "--metrics-listen", "127.0.0.1:0"])
+            .env(format!("{ENV}__DATA_DIR"), dir.path())
+            .args([
+                "run",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--dirport-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -145,6 +145,10 @@ pub struct Vote {
     pub dist_delay: u32,
     /// `consensus-methods`.
     pub consensus_methods: Vec<u32>,
+    /// `client-versions` (comma-separated), if the voter recommends versions.
+    pub client_versions: Option<String>,
+    /// `server-versions` (comma-separated), if the voter recommends versions.
+    pub server_versions: Option<String>,
     /// `known-flags`.
     pub known_flags: BTreeSet<String>,
     /// `params`.
@@ -181,12 +185,12 @@ fn flags_line(flags: &BTreeSet<String>) -> String {
         .join(" ")
 }
 
+/// `params` entries in C tor's order: strcmp of the whole `k=v` strings (which is key
+/// order unless one key is a prefix of another).
 fn params_line(params: &BTreeMap<String, i32>) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut items: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    items.sort();
+    items.join(" ")
 }
 
 fn flag_ok(f: &str) -> bool {
@@ -213,6 +217,12 @@ impl Vote {
         let _ = writeln!(t, "fresh-until {}", format_time(self.fresh_until));
         let _ = writeln!(t, "valid-until {}", format_time(self.valid_until));
         let _ = writeln!(t, "voting-delay {} {}", self.vote_delay, self.dist_delay);
+        if let Some(v) = &self.client_versions {
+            let _ = writeln!(t, "client-versions {v}");
+        }
+        if let Some(v) = &self.server_versions {
+            let _ = writeln!(t, "server-versions {v}");
+        }
         let p = &self.protocols;
         let _ = writeln!(t, "recommended-relay-protocols {}", p.recommended_relay);
         let _ = writeln!(t, "recommended-client-protocols {}", p.recommended_client);
@@ -386,6 +396,8 @@ impl Vote {
                 .into_iter()
                 .map(num)
                 .collect::<Result<_>>()?,
+            client_versions: look.opt("client-versions")?.map(|l| l.rest.to_owned()),
+            server_versions: look.opt("server-versions")?.map(|l| l.rest.to_owned()),
             known_flags,
             params,
             protocols: ProtocolLines {
@@ -448,7 +460,7 @@ impl Vote {
             .signing_key
             .verify_raw(&digest, sig_item.object_data(&["SIGNATURE"])?, "vote")?;
         let mut sorted = vote.entries.clone();
-        sorted.sort_by(|a, b| a.rsa_id.0.cmp(&b.rsa_id.0));
+        sorted.sort_by_key(|e| e.rsa_id.0);
         sorted.dedup_by(|a, b| a.rsa_id == b.rsa_id);
         if sorted.len() != vote.entries.len() {
             return Err(bad("vote lists a relay twice"));
@@ -557,6 +569,10 @@ fn parse_vote_item(
     Ok(())
 }
 
+/// What identifies one descriptor variant among the votes: digest, published, nickname,
+/// address, ORPort, DirPort (C: `compare_vote_rs`).
+type DescKey<'a> = ([u8; 20], u64, &'a str, Ipv4Addr, u16, u16);
+
 /// One `dir-source` block of a consensus.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirSource {
@@ -626,6 +642,10 @@ pub struct Consensus {
     pub vote_delay: u32,
     /// `voting-delay` distribution seconds.
     pub dist_delay: u32,
+    /// `client-versions`: versions more than half of the versioning voters list.
+    pub client_versions: Option<String>,
+    /// `server-versions`.
+    pub server_versions: Option<String>,
     /// `known-flags`.
     pub known_flags: BTreeSet<String>,
     /// Protocol lines.
@@ -725,7 +745,7 @@ impl Consensus {
             return Err(Error::InvalidValue("not enough votes for a consensus"));
         }
         let mut votes: Vec<&(Vote, [u8; 20])> = votes.iter().collect();
-        votes.sort_by(|a, b| a.0.cert.v3ident.0.cmp(&b.0.cert.v3ident.0));
+        votes.sort_by_key(|v| v.0.cert.v3ident.0);
         let n_votes = votes.len();
         // Consensus method: the highest one more than 2/3 of the votes offer.
         let method = (1..=CONSENSUS_METHOD)
@@ -752,6 +772,27 @@ impl Consensus {
             lower_median(votes.iter().map(|(v, _)| v.vote_delay).collect()).unwrap_or(2);
         let dist_delay =
             lower_median(votes.iter().map(|(v, _)| v.dist_delay).collect()).unwrap_or(2);
+        let versions = |f: &dyn Fn(&Vote) -> Option<&String>| -> Option<String> {
+            let lists: Vec<&String> = votes.iter().filter_map(|(v, _)| f(v)).collect();
+            if lists.is_empty() {
+                return None;
+            }
+            let mut counts: BTreeMap<(u8, Vec<u64>, String), usize> = BTreeMap::new();
+            for l in &lists {
+                let uniq: BTreeSet<&str> = l.split(',').filter(|x| !x.is_empty()).collect();
+                for v in uniq {
+                    *counts.entry(version_key(&format!("Tor {v}"))).or_default() += 1;
+                }
+            }
+            let keep: Vec<String> = counts
+                .into_iter()
+                .filter(|(_, c)| *c > lists.len() / 2)
+                .map(|((_, _, v), _)| v.trim_start_matches("Tor ").to_owned())
+                .collect();
+            Some(keep.join(","))
+        };
+        let client_versions = versions(&|v| v.client_versions.as_ref());
+        let server_versions = versions(&|v| v.server_versions.as_ref());
         let mut known_flags: BTreeSet<String> = votes
             .iter()
             .flat_map(|(v, _)| v.known_flags.iter().cloned())
@@ -819,8 +860,7 @@ impl Consensus {
                 continue;
             }
             // The descriptor: most listed; ties to newer published, then smaller digest.
-            let mut groups: BTreeMap<([u8; 20], u64, &str, Ipv4Addr, u16, u16), usize> =
-                BTreeMap::new();
+            let mut groups: BTreeMap<DescKey<'_>, usize> = BTreeMap::new();
             for (_, e) in listings {
                 *groups
                     .entry((
@@ -928,6 +968,8 @@ impl Consensus {
             valid_until,
             vote_delay,
             dist_delay,
+            client_versions,
+            server_versions,
             known_flags,
             protocols,
             params,
@@ -949,6 +991,12 @@ impl Consensus {
         let _ = writeln!(t, "fresh-until {}", format_time(self.fresh_until));
         let _ = writeln!(t, "valid-until {}", format_time(self.valid_until));
         let _ = writeln!(t, "voting-delay {} {}", self.vote_delay, self.dist_delay);
+        if let Some(v) = &self.client_versions {
+            let _ = writeln!(t, "client-versions {v}");
+        }
+        if let Some(v) = &self.server_versions {
+            let _ = writeln!(t, "server-versions {v}");
+        }
         let _ = writeln!(t, "known-flags {}", flags_line(&self.known_flags));
         let p = &self.protocols;
         for (kw, v) in [
@@ -1096,7 +1144,7 @@ impl DocSignature {
 /// A signed consensus document: the body followed by signatures in v3-identity order.
 pub fn assemble(body: &str, sigs: &[DocSignature]) -> String {
     let mut sigs: Vec<&DocSignature> = sigs.iter().collect();
-    sigs.sort_by(|a, b| a.v3ident.0.cmp(&b.v3ident.0));
+    sigs.sort_by_key(|s| s.v3ident.0);
     let mut t = body.to_owned();
     for s in sigs {
         t.push_str(&s.to_item());
@@ -1140,7 +1188,7 @@ impl DetachedSignatures {
             );
         }
         let mut sigs: Vec<&DocSignature> = self.signatures.iter().collect();
-        sigs.sort_by(|a, b| a.v3ident.0.cmp(&b.v3ident.0));
+        sigs.sort_by_key(|s| s.v3ident.0);
         for s in sigs.iter().filter(|s| s.flavor == Flavor::Microdesc) {
             let _ = writeln!(
                 t,
@@ -1187,24 +1235,22 @@ impl DetachedSignatures {
         for item in &items {
             let a = item.args();
             match item.keyword {
-                "additional-digest" => {
-                    if a.len() >= 3 && a[0] == "microdesc" && a[1] == "sha256" {
-                        md_digest = Some(
-                            hexarg(a[2], 32)?
-                                .try_into()
-                                .map_err(|_| bad("bad digest"))?,
-                        );
-                    }
+                "additional-digest" if a.len() >= 3 && a[0] == "microdesc" && a[1] == "sha256" => {
+                    md_digest = Some(
+                        hexarg(a[2], 32)?
+                            .try_into()
+                            .map_err(|_| bad("bad digest"))?,
+                    );
                 }
-                "additional-signature" => {
-                    if a.len() >= 4 && a[0] == "microdesc" && a[1] == "sha256" {
-                        signatures.push(DocSignature {
-                            flavor: Flavor::Microdesc,
-                            v3ident: id(a[2])?,
-                            signing_key_digest: id(a[3])?,
-                            signature: item.object_data(&["SIGNATURE"])?.to_vec(),
-                        });
-                    }
+                "additional-signature"
+                    if a.len() >= 4 && a[0] == "microdesc" && a[1] == "sha256" =>
+                {
+                    signatures.push(DocSignature {
+                        flavor: Flavor::Microdesc,
+                        v3ident: id(a[2])?,
+                        signing_key_digest: id(a[3])?,
+                        signature: item.object_data(&["SIGNATURE"])?.to_vec(),
+                    });
                 }
                 "directory-signature" => {
                     let (i, s) = match a.as_slice() {

@@ -216,6 +216,8 @@ pub struct ServerDescriptor {
     pub hibernating: bool,
     /// `tunnelled-dir-server`.
     pub tunnelled_dir_server: bool,
+    /// `hidden-service-dir`.
+    pub hidden_service_dir: bool,
     /// `contact`, if present.
     pub contact: Option<String>,
     /// SHA-1 of the signed part: the descriptor digest.
@@ -456,6 +458,7 @@ impl ServerDescriptor {
             family: look.opt("family")?.map(|p| p.rest.to_owned()),
             hibernating,
             tunnelled_dir_server: look.opt("tunnelled-dir-server")?.is_some(),
+            hidden_service_dir: look.opt("hidden-service-dir")?.is_some(),
             contact: look.opt("contact")?.map(|p| p.rest.to_owned()),
             digest,
             text: text.to_owned(),

@@ -58,6 +58,8 @@ fn vote(a: &Auth, entries: Vec<VoteEntry>) -> Vote {
         vote_delay: 5,
         dist_delay: 5,
         consensus_methods: CONSENSUS_METHODS.to_vec(),
+        client_versions: Some("0.4.9.11,0.4.8.1".into()),
+        server_versions: Some("0.4.9.11".into()),
         known_flags: flags(&[
             "Authority",
             "Exit",
@@ -205,6 +207,10 @@ fn flavors_render_as_c_tor_lays_them_out() {
     assert!(md.starts_with("network-status-version 3 microdesc\n"));
     assert!(ns.contains("\nknown-flags Authority Exit Fast Guard HSDir NoEdConsensus Running Stable StaleDesc V2Dir Valid\n"));
     assert!(ns.contains("\nparams bwweightscale=10000 circwindow=1000\n"));
+    assert!(
+        ns.contains("\nclient-versions 0.4.8.1,0.4.9.11\nserver-versions 0.4.9.11\nknown-flags ")
+    );
+    assert!(md.contains("\nclient-versions 0.4.8.1,0.4.9.11\n"));
     assert_eq!(ns.matches("\nr ").count(), 3);
     // relay 4 has no md: left out of the md flavor.
     assert_eq!(md.matches("\nr ").count(), 2);
