@@ -422,7 +422,10 @@ impl Authority {
                     return Upload::Rejected("Looks like your keypair has changed? This authority previously recorded your key as a different one.".into());
                 }
                 if desc.published <= r.desc.published {
-                    return Upload::NotNew("Descriptor is older than the one we have.".into());
+                    // A replay, or a relay whose clock went back: refused, so it shows.
+                    return Upload::Rejected(
+                        "Rejected: this descriptor is not newer than the one we have.".into(),
+                    );
                 }
                 let moved = r.desc.address != desc.address || r.desc.or_port != desc.or_port;
                 let old_desc = std::mem::replace(&mut r.desc, desc);

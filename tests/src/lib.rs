@@ -20,6 +20,7 @@
 
 pub mod control;
 pub mod http;
+pub mod ours;
 pub mod process;
 pub mod traffic;
 
@@ -110,6 +111,11 @@ pub struct NetConfig {
     pub relay_extra: Vec<String>,
     /// Extra torrc lines for every client.
     pub client_extra: Vec<String>,
+    /// Our directory authorities (dirauth + its ORPort cluster each) instead of C tor
+    /// ones: when non-zero, `authorities` is ignored.
+    pub our_authorities: usize,
+    /// Extra `DIRAUTH__…` environment for our authorities.
+    pub our_authority_env: Vec<(String, String)>,
 }
 
 impl Default for NetConfig {
@@ -124,6 +130,8 @@ impl Default for NetConfig {
             authority_extra: Vec::new(),
             relay_extra: Vec::new(),
             client_extra: Vec::new(),
+            our_authorities: 0,
+            our_authority_env: Vec::new(),
         }
     }
 }
@@ -193,6 +201,8 @@ pub struct TorNet {
     pub relays: Vec<TorNode>,
     /// Clients.
     pub clients: Vec<TorNode>,
+    /// Our authorities (when [`NetConfig::our_authorities`] is set).
+    pub ours: Vec<ours::OurAuthority>,
     dir_authority_lines: Vec<String>,
     config: NetConfig,
     // Declared last: dropped after the processes that use it.
@@ -235,7 +245,28 @@ impl TorNet {
             v3ident: String,
         }
         let mut plans = Vec::new();
-        for i in 0..config.authorities {
+        let n_c_authorities = if config.our_authorities > 0 {
+            0
+        } else {
+            config.authorities
+        };
+        let mut our_auths = if config.our_authorities > 0 {
+            let vi = config.voting_interval_secs.max(10);
+            ours::plan_authorities(
+                root.path(),
+                config.our_authorities,
+                &ours::AuthorityOptions {
+                    interval_secs: vi,
+                    delay_secs: ((vi / 2 - 1) / 2).clamp(2, 20),
+                    reachability_testing: config.reachability_testing,
+                    versions: ours::local_tor_version(),
+                    extra_env: config.our_authority_env.clone(),
+                },
+            )?
+        } else {
+            Vec::new()
+        };
+        for i in 0..n_c_authorities {
             let nickname = format!("auth{i}");
             let dir = root.path().join(&nickname);
             let keys = dir.join("keys");
@@ -277,7 +308,7 @@ impl TorNet {
                 v3ident,
             });
         }
-        let dir_authority_lines: Vec<String> = plans
+        let mut dir_authority_lines: Vec<String> = plans
             .iter()
             .map(|p| {
                 format!(
@@ -286,6 +317,10 @@ impl TorNet {
                 )
             })
             .collect();
+        dir_authority_lines.extend(our_auths.iter().map(ours::OurAuthority::dir_authority_line));
+        if !our_auths.is_empty() {
+            ours::start_authorities(root.path(), &mut our_auths)?;
+        }
         let dirauth_block: String = dir_authority_lines
             .iter()
             .map(|l| format!("{l}\n"))
@@ -303,6 +338,7 @@ impl TorNet {
             authorities: Vec::new(),
             relays: Vec::new(),
             clients: Vec::new(),
+            ours: our_auths,
             dir_authority_lines,
             config: config.clone(),
             root,
@@ -439,6 +475,7 @@ impl TorNet {
         self.authorities
             .iter()
             .filter_map(TorNode::dir_addr)
+            .chain(self.ours.iter().map(ours::OurAuthority::dir_addr))
             .collect()
     }
 
@@ -459,7 +496,7 @@ impl TorNet {
 
     /// Fetches the current consensus from authority `i` (None if it has none yet).
     pub fn consensus(&self, i: usize) -> Option<Consensus> {
-        let addr = self.authorities.get(i)?.dir_addr()?;
+        let addr = *self.authority_dir_addrs().get(i)?;
         let (status, body) = http::get(
             addr,
             "/tor/status-vote/current/consensus",
@@ -487,7 +524,7 @@ impl TorNet {
             limit,
             Duration::from_secs(1),
             || {
-                for i in 0..self.authorities.len() {
+                for i in 0..self.authority_dir_addrs().len() {
                     if let Some(c) = self.consensus(i) {
                         if pred(&c) {
                             return Some(c);
@@ -513,6 +550,9 @@ impl TorNet {
             let _ = writeln!(out, "===== {} ({:?}) notice.log =====", n.nickname, n.role);
             out.push_str(&tail(&n.data_dir.join("notice.log"), lines));
         }
+        for a in &self.ours {
+            out.push_str(&a.logs(lines));
+        }
         out
     }
 }
@@ -530,6 +570,10 @@ impl Drop for TorNet {
             .chain(&mut self.authorities)
         {
             n.process.kill();
+        }
+        for a in &mut self.ours {
+            a.stop_dirauth();
+            a.cluster = None;
         }
     }
 }

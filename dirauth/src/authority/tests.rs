@@ -281,11 +281,14 @@ fn hostile_uploads_are_refused_and_leave_no_trace() {
         Upload::Rejected(_)
     ));
     assert!(a.relays.is_empty());
-    // Accepted once; the same again is not new; an older one (a replay) is not new either.
+    // Accepted once; the same again is not new; an older one (a replay) is refused.
     assert_eq!(a.upload(desc.as_bytes(), T0), Upload::Accepted);
     assert!(matches!(a.upload(desc.as_bytes(), T0), Upload::NotNew(_)));
     let older = descriptor(&k, T0 - 200, "reject *:*");
-    assert!(matches!(a.upload(older.as_bytes(), T0), Upload::NotNew(_)));
+    assert!(matches!(
+        a.upload(older.as_bytes(), T0),
+        Upload::Rejected(_)
+    ));
     assert_eq!(a.relays.values().next().unwrap().desc.text, desc);
     // A newer one replaces it, keeping the old one servable.
     let newer = descriptor(&k, T0 - 10, "reject *:*");
