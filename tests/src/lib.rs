@@ -116,6 +116,9 @@ pub struct NetConfig {
     pub our_authorities: usize,
     /// Extra `DIRAUTH__…` environment for our authorities.
     pub our_authority_env: Vec<(String, String)>,
+    /// Directory for the network's files, kept afterwards; `None`: a temporary directory
+    /// removed when the network is dropped.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for NetConfig {
@@ -132,6 +135,7 @@ impl Default for NetConfig {
             client_extra: Vec::new(),
             our_authorities: 0,
             our_authority_env: Vec::new(),
+            root: None,
         }
     }
 }
@@ -206,7 +210,23 @@ pub struct TorNet {
     dir_authority_lines: Vec<String>,
     config: NetConfig,
     // Declared last: dropped after the processes that use it.
-    root: tempfile::TempDir,
+    root: Root,
+}
+
+/// Where a network's files live.
+#[derive(Debug)]
+enum Root {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Root {
+    fn path(&self) -> &Path {
+        match self {
+            Root::Temp(t) => t.path(),
+            Root::Kept(p) => p,
+        }
+    }
 }
 
 fn common_torrc(nickname: &str, data_dir: &Path, control_port: u16) -> String {
@@ -233,8 +253,20 @@ impl TorNet {
     /// # Errors
     /// A key-generation or start-up failure.
     pub fn start(config: &NetConfig) -> Result<TorNet> {
-        let tor = tor_binary();
-        let root = tempfile::Builder::new().prefix("tornet-").tempdir()?;
+        let needs_tor =
+            config.our_authorities == 0 || config.relays + config.exits + config.clients > 0;
+        let tor = if needs_tor {
+            tor_binary()
+        } else {
+            PathBuf::from("tor")
+        };
+        let root = match &config.root {
+            Some(p) => {
+                std::fs::create_dir_all(p)?;
+                Root::Kept(p.clone())
+            }
+            None => Root::Temp(tempfile::Builder::new().prefix("tornet-").tempdir()?),
+        };
         // 1. Authority keys and identities.
         struct AuthPlan {
             nickname: String,
@@ -484,6 +516,11 @@ impl TorNet {
         &self.config
     }
 
+    /// The directory holding the network's files.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
     /// A scratch directory inside the network's temporary root, for our own processes.
     ///
     /// # Errors
@@ -536,6 +573,30 @@ impl TorNet {
             },
         );
         r.map_err(|e| anyhow!("{e}; last consensus: {last}"))
+    }
+
+    /// `(name, pid)` of every running process of the network.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .authorities
+            .iter()
+            .chain(&self.relays)
+            .chain(&self.clients)
+            .filter_map(|n| Some((n.nickname.clone(), n.process.pid()?)))
+            .collect();
+        for a in &self.ours {
+            if let Some(p) = &a.dirauth {
+                out.extend(p.pid().map(|pid| (p.name().to_owned(), pid)));
+            }
+            if let Some(c) = &a.cluster {
+                out.extend(
+                    c.procs
+                        .iter()
+                        .filter_map(|p| Some((p.name().to_owned(), p.pid()?))),
+                );
+            }
+        }
+        out
     }
 
     /// Every process's log tail, for failure reports.
@@ -716,25 +777,66 @@ impl Consensus {
 /// When the build fails.
 pub fn our_binary(name: &str) -> Result<PathBuf> {
     static BUILD: Mutex<()> = Mutex::new(());
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target directory")?;
+    let profile_dir = profile_dir()?;
     let bin = profile_dir.join(name);
     let _guard = BUILD.lock().unwrap_or_else(PoisonError::into_inner);
     if !bin.is_file() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--bin", name, "-p", name]);
-        if release {
-            cmd.arg("--release");
+        if ["edge", "circuit-worker", "dirauth"].contains(&name) {
+            build_our_binaries()?;
+        } else {
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+            cmd.args(["build", "--bin", name, "-p", name]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            if !cmd.status()?.success() {
+                bail!("building {name} failed");
+            }
         }
-        let status = cmd.status()?;
-        if !status.success() || !bin.is_file() {
-            bail!("building {name} failed");
+        if !bin.is_file() {
+            bail!("building {name} did not make {}", bin.display());
         }
     }
     Ok(bin)
+}
+
+/// `target/<profile>` of the running executable (a test in `deps/` or a binary).
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no directory")?;
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().context("deps has no parent")?
+    } else {
+        dir
+    };
+    Ok(dir.to_owned())
+}
+
+/// Builds `edge`, `circuit-worker` and `dirauth` in the running executable's profile.
+///
+/// # Errors
+/// When cargo fails.
+pub fn build_our_binaries() -> Result<()> {
+    let release = profile_dir()?.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // The workspace this crate belongs to, wherever the caller runs from.
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    cmd.args([
+        "build",
+        "--bin",
+        "edge",
+        "--bin",
+        "circuit-worker",
+        "--bin",
+        "dirauth",
+    ]);
+    cmd.args(["-p", "edge", "-p", "circuit-worker", "-p", "dirauth"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if !cmd.status()?.success() {
+        bail!("cargo build of our binaries failed");
+    }
+    Ok(())
 }

@@ -451,7 +451,7 @@ pub fn start_authorities(root: &Path, auths: &mut [OurAuthority]) -> Result<()> 
 
 /// The version of the local `tor` (e.g. `0.4.9.11`), for recommended-version lists.
 pub fn local_tor_version() -> String {
-    let out = Command::new(crate::tor_binary()).arg("--version").output();
+    let out = Command::new("tor").arg("--version").output();
     out.ok()
         .and_then(|o| {
             String::from_utf8_lossy(&o.stdout)
