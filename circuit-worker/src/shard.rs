@@ -107,6 +107,9 @@ enum StreamEvent {
 
 struct StreamIo {
     write: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Data that arrived before the connection was up (C tor sends optimistic data right
+    /// behind BEGIN and BEGIN_DIR); bounded by the stream window, written on connect.
+    early: Vec<Bytes>,
     credit: Arc<Semaphore>,
     granted: usize,
     reader: Option<tokio::task::JoinHandle<()>>,
@@ -354,8 +357,13 @@ impl Shard {
                 }
                 Action::OpenDirStream { stream } => self.open_stream(key, stream, None, ctx),
                 Action::StreamWrite { stream, data } => {
-                    if let Some(w) = e.streams.get(&stream).and_then(|io| io.write.as_ref()) {
-                        let _ = w.send(data);
+                    if let Some(io) = e.streams.get_mut(&stream) {
+                        match &io.write {
+                            Some(w) => {
+                                let _ = w.send(data);
+                            }
+                            None => io.early.push(data),
+                        }
                     }
                 }
                 Action::CloseStream { stream } => {
@@ -403,6 +411,7 @@ impl Shard {
                 stream,
                 StreamIo {
                     write: None,
+                    early: Vec::new(),
                     credit: Arc::new(Semaphore::new(0)),
                     granted: 0,
                     reader: None,
@@ -633,6 +642,9 @@ impl Handler<StreamEvent> for Shard {
                             if let Some(io) = e.streams.get_mut(&stream) {
                                 let (mut rd, mut wr) = tcp.into_split();
                                 let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+                                for b in io.early.drain(..) {
+                                    let _ = wtx.send(b);
+                                }
                                 io.write = Some(wtx);
                                 actix::spawn(async move {
                                     while let Some(b) = wrx.recv().await {

@@ -265,6 +265,10 @@ impl TorNet {
                 std::fs::create_dir_all(p)?;
                 Root::Kept(p.clone())
             }
+            // TORNET_KEEP=1 keeps the files of every test network for a post-mortem.
+            None if std::env::var_os("TORNET_KEEP").is_some() => {
+                Root::Kept(tempfile::Builder::new().prefix("tornet-").tempdir()?.keep())
+            }
             None => Root::Temp(tempfile::Builder::new().prefix("tornet-").tempdir()?),
         };
         // 1. Authority keys and identities.

@@ -7,6 +7,8 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +33,49 @@ pub fn relay_keygen(dir: &Path) -> Result<String> {
         .context("edge keygen printed no fingerprint")
 }
 
+/// A round-robin TCP balancer on `listen` (an L4 load balancer in front of a fleet of
+/// edges): each connection goes to the next backend that accepts it. Returns the count of
+/// connections forwarded. It runs on its own thread for the rest of the process.
+///
+/// # Errors
+/// When `listen` cannot be bound.
+pub fn start_balancer(listen: SocketAddr, backends: Vec<SocketAddr>) -> Result<Arc<AtomicUsize>> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let first = c.fetch_add(1, Ordering::SeqCst);
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for k in 0..backends.len() {
+                        let b = backends[(first + k) % backends.len()];
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(b).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    Ok(count)
+}
+
 /// What a relay cluster is made of.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -40,7 +85,8 @@ pub struct ClusterSpec {
     pub keys_dir: PathBuf,
     /// Circuit workers.
     pub workers: usize,
-    /// Edge processes (the first one publishes the descriptor).
+    /// Edge processes (the first one publishes the descriptor). With more than one, a
+    /// round-robin balancer owns the advertised ORPort and spreads connections over them.
     pub edges: usize,
     /// Exit policy (Tor syntax lines); private ranges are not rejected first.
     pub exit_policy: Vec<String>,
@@ -76,11 +122,13 @@ impl ClusterSpec {
 pub struct RelayCluster {
     /// Nickname.
     pub name: String,
-    /// ORPort on 127.0.0.1 (shared by the edges: the first edge owns it; others listen on
-    /// their own ports and advertise this one).
+    /// The advertised ORPort on 127.0.0.1 (the edge's, or the balancer's in front of
+    /// several edges).
     pub or_port: u16,
-    /// Per-edge listen ports (the first equals `or_port`).
+    /// Per-edge listen ports.
     pub edge_ports: Vec<u16>,
+    /// Connections the balancer forwarded (with several edges).
+    pub balanced: Option<Arc<AtomicUsize>>,
     /// Metrics ports of the edges, then of the workers.
     pub metrics_ports: Vec<u16>,
     /// Workers, then edges.
@@ -154,7 +202,11 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
     for e in 0..spec.edges {
         let dir = root.join(format!("{}-edge{e}", spec.name));
         std::fs::create_dir_all(&dir)?;
-        let listen = if e == 0 { or_port } else { free_port() };
+        let listen = if spec.edges == 1 {
+            or_port
+        } else {
+            free_port()
+        };
         edge_ports.push(listen);
         let metrics = free_port();
         let mut cmd = Command::new(our_binary("edge")?);
@@ -200,10 +252,23 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
             &dir.join("edge.log"),
         )?);
     }
+    let balanced = if spec.edges > 1 {
+        let backends = edge_ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        Some(start_balancer(
+            SocketAddr::from(([127, 0, 0, 1], or_port)),
+            backends,
+        )?)
+    } else {
+        None
+    };
     Ok(RelayCluster {
         name: spec.name.clone(),
         or_port,
         edge_ports,
+        balanced,
         metrics_ports,
         procs,
     })

@@ -1,107 +1,64 @@
-//! Issue #4 (in progress): an unmodified C tor client fetches files through our relay
-//! (edge + circuit workers) as its exit, with matching SHA-256.
+//! Issue #4: unmodified C tor 0.4.9 clients move data through our relay clusters (two
+//! edges behind one advertised ORPort, two circuit workers, one relay identity) in a
+//! network of three C tor authorities and C tor relays.
+//!
+//! - `c_tor_clients_fetch_through_our_relays`: files of 1 B to 20 MB, SHA-256 checked,
+//!   with our relay as exit, as middle, as guard, and on a circuit of three of our relays.
+//! - `losing_a_worker_or_an_edge_mid_transfer`: the circuits on a killed worker end, the
+//!   next request succeeds on a new circuit, nothing else crashes; the same for an edge.
+//! - `exit_policy_refuses_with_exitpolicy`: a port the policy rejects, and the default
+//!   policy's private ranges, are refused with END EXITPOLICY.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tests::ours::{ClusterSpec, RelayCluster, relay_keygen, start_cluster};
 use tests::traffic::{body, fetch_via_socks, start_http_server};
-use tests::{NetConfig, Process, TorNet, free_port, our_binary, wait_for};
+use tests::{NetConfig, TorNet, http, wait_for};
 
-struct Cluster {
-    procs: Vec<Process>,
-}
-
-fn keygen(dir: &std::path::Path) -> String {
-    let out = Command::new(our_binary("edge").unwrap())
-        .args(["keygen", "--keys-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+fn metric(port: u16, needle: &str) -> f64 {
+    let Ok((200, b)) = http::get(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "/metrics",
+        Duration::from_secs(5),
+    ) else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&b)
         .lines()
-        .find_map(|l| l.strip_prefix("fingerprint ").map(str::to_owned))
-        .unwrap()
+        .filter(|l| l.starts_with(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
-/// One relay identity served by `workers` circuit workers and one edge.
-fn start_cluster(
-    net: &TorNet,
-    keys: &std::path::Path,
-    name: &str,
-    workers: usize,
-    exit_policy: &str,
-) -> Cluster {
-    let mut procs = Vec::new();
-    let mut urls = Vec::new();
-    for w in 0..workers {
-        let dir = net.scratch_dir(&format!("{name}-worker{w}")).unwrap();
-        let grpc = free_port();
-        urls.push(format!("http://127.0.0.1:{grpc}"));
-        let mut cmd = Command::new(our_binary("circuit-worker").unwrap());
-        cmd.arg("run")
-            .env_clear()
-            .env("CIRCUIT_WORKER__KEYS_DIR", keys)
-            .env("CIRCUIT_WORKER__SHARDS", "2")
-            .env("CIRCUIT_WORKER__GRPC__LISTEN", format!("127.0.0.1:{grpc}"))
-            .env(
-                "CIRCUIT_WORKER__METRICS__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env("CIRCUIT_WORKER__EXIT_POLICY", exit_policy)
-            .env("CIRCUIT_WORKER__EXIT_POLICY_REJECT_PRIVATE", "false")
-            .env(
-                "CIRCUIT_WORKER__DIR_BACKEND",
-                net.authority_dir_addrs()[0].to_string(),
-            )
-            .env("CIRCUIT_WORKER__LOG__FILTER", "info,circuit_worker=debug");
-        procs.push(
-            Process::spawn(&format!("{name}-worker{w}"), cmd, &dir.join("worker.log")).unwrap(),
-        );
-    }
-    let dir = net.scratch_dir(&format!("{name}-edge")).unwrap();
-    let orport = free_port();
-    let authorities: Vec<String> = net
-        .authority_dir_addrs()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let mut cmd = Command::new(our_binary("edge").unwrap());
-    cmd.arg("run")
-        .env_clear()
-        .env("EDGE__KEYS_DIR", keys)
-        .env("EDGE__NICKNAME", name)
-        .env("EDGE__WORKERS", urls.join(","))
-        .env("EDGE__ORPORT__LISTEN", format!("127.0.0.1:{orport}"))
-        .env(
-            "EDGE__METRICS__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("EDGE__DIRECTORY__AUTHORITIES", authorities.join(","))
-        .env("EDGE__DIRECTORY__RETRY_SECS", "2")
-        .env("EDGE__DIRECTORY__EXIT_POLICY", exit_policy)
-        .env("EDGE__DIRECTORY__EXIT_POLICY_REJECT_PRIVATE", "false")
-        .env("EDGE__DIRECTORY__TUNNELLED_DIR_SERVER", "true")
-        .env("EDGE__LOG__FILTER", "info,edge=debug");
-    procs.push(Process::spawn(&format!("{name}-edge"), cmd, &dir.join("edge.log")).unwrap());
-    Cluster { procs }
+/// A cluster of two edges (behind a balancer) and two workers; returns it and its
+/// fingerprint.
+fn cluster(net: &TorNet, name: &str, policy: &[&str], dir_cache: bool) -> (RelayCluster, String) {
+    let keys = net.scratch_dir(&format!("{name}-keys")).unwrap();
+    let fp = relay_keygen(&keys).unwrap();
+    let mut spec = ClusterSpec::new(name, &keys, net.authority_dir_addrs());
+    spec.edges = 2;
+    spec.exit_policy = policy.iter().map(|s| (*s).to_owned()).collect();
+    spec.dir_backend = dir_cache.then(|| net.authority_dir_addrs()[0]);
+    let root = net.scratch_dir("clusters").unwrap();
+    (start_cluster(&root, &spec).unwrap(), fp)
 }
 
-fn show_logs(c: &Cluster) {
-    for p in &c.procs {
-        eprintln!(
-            "===== {} =====\n{}",
-            p.name(),
-            tests::tail(p.log_path(), 30)
-        );
+fn wait_listed(net: &TorNet, fps: &[&str], clusters: &[&RelayCluster]) {
+    let listed = net.wait_for_consensus(Duration::from_secs(180), |c| {
+        fps.iter().all(|f| {
+            c.router(f)
+                .is_some_and(|r| r.has("Running") && r.has("Valid"))
+        })
+    });
+    if listed.is_err() {
+        for c in clusters {
+            eprintln!("{}", c.logs(30));
+        }
     }
+    listed.unwrap();
 }
 
 fn fetch_checked(
@@ -110,30 +67,33 @@ fn fetch_checked(
     http: SocketAddr,
     sizes: &[usize],
     what: &str,
-    cluster: &Cluster,
+    clusters: &[&RelayCluster],
 ) {
     let socks = net.socks_addr(client).unwrap();
     let start = Instant::now();
     let first = wait_for(
-        &format!("a first fetch with our relay as {what}"),
+        &format!("a first fetch with {what}"),
         Duration::from_secs(120),
         Duration::from_secs(2),
         || fetch_via_socks(socks, http, 10_000, Duration::from_secs(20)).ok(),
     );
     if first.is_err() {
-        show_logs(cluster);
+        for c in clusters {
+            eprintln!("{}", c.logs(30));
+        }
     }
     assert_eq!(first.unwrap(), body(10_000));
     eprintln!("{what}: first fetch after {:?}", start.elapsed());
     for &n in sizes {
         let t = Instant::now();
-        let got = fetch_via_socks(socks, http, n, Duration::from_secs(120));
+        let got = fetch_via_socks(socks, http, n, Duration::from_secs(180));
         if got.is_err() {
-            show_logs(cluster);
+            for c in clusters {
+                eprintln!("{}", c.logs(30));
+            }
         }
-        let got = got.unwrap();
         assert_eq!(
-            Sha256::digest(&got),
+            Sha256::digest(got.unwrap()),
             Sha256::digest(body(n)),
             "{what}: {n} bytes"
         );
@@ -141,46 +101,32 @@ fn fetch_checked(
     }
 }
 
-/// Our relay (one edge, two workers) as exit, as middle and as guard of C tor clients'
-/// circuits, in one network of three C tor authorities, two C tor relays and a C tor exit.
-/// As guard it also serves the client's directory fetches over BEGIN_DIR (relayed to an
-/// authority's DirPort): C tor only picks guards that are directory caches (trap 23).
+/// Our relay as exit, middle and guard of C tor clients' circuits, then a circuit whose
+/// three hops are all ours (three identities). As guard it also serves the client's
+/// directory fetches over BEGIN_DIR: C tor only picks guards that are directory caches.
 #[test]
-fn c_tor_clients_fetch_through_our_relay_as_exit_middle_and_guard() {
+fn c_tor_clients_fetch_through_our_relays() {
     let http = start_http_server().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let keys = scratch.path().join("keys");
-    let fp = keygen(&keys);
     let mut net = TorNet::start(&NetConfig {
         relays: 2,
         exits: 1,
         ..NetConfig::default()
     })
     .unwrap();
-    let cluster = start_cluster(&net, &keys, "rustrelay", 2, "accept *:*");
+    let (a, fp) = cluster(&net, "rusta", &["accept *:*"], true);
+    let (b, fp_b) = cluster(&net, "rustb", &["reject *:*"], false);
+    let (c, fp_c) = cluster(&net, "rustc", &["accept *:*"], false);
+    let clusters = [&a, &b, &c];
     let (c_guard, c_exit) = (
         net.relays[0].fingerprint.clone(),
         net.relays[2].fingerprint.clone(),
     );
-    let listed = net.wait_for_consensus(Duration::from_secs(180), |c| {
-        [&fp, &c_guard, &c_exit].iter().all(|f| {
-            c.router(f)
-                .is_some_and(|r| r.has("Running") && r.has("Valid"))
-        })
-    });
-    if listed.is_err() {
-        show_logs(&cluster);
-    }
-    let consensus = listed.unwrap();
-    eprintln!(
-        "our flags: {:?}",
-        consensus.router(&fp).map(|r| r.flags.clone())
-    );
-    let sizes = [1, 498, 100_000, 5 << 20];
+    wait_listed(&net, &[&fp, &fp_b, &fp_c, &c_guard, &c_exit], &clusters);
+    let sizes = [1, 498, 100_000, 5 << 20, 20 << 20];
     let exit = net
         .add_client(&[format!("ExitNodes ${fp}"), "StrictNodes 1".into()])
         .unwrap();
-    fetch_checked(&net, exit, http, &sizes, "exit", &cluster);
+    fetch_checked(&net, exit, http, &sizes, "our relay as exit", &clusters);
     let middle = net
         .add_client(&[
             format!("EntryNodes ${c_guard}"),
@@ -189,7 +135,7 @@ fn c_tor_clients_fetch_through_our_relay_as_exit_middle_and_guard() {
             "StrictNodes 1".into(),
         ])
         .unwrap();
-    fetch_checked(&net, middle, http, &sizes, "middle", &cluster);
+    fetch_checked(&net, middle, http, &sizes, "our relay as middle", &clusters);
     let guard = net
         .add_client(&[
             format!("EntryNodes ${fp}"),
@@ -197,5 +143,196 @@ fn c_tor_clients_fetch_through_our_relay_as_exit_middle_and_guard() {
             "StrictNodes 1".into(),
         ])
         .unwrap();
-    fetch_checked(&net, guard, http, &sizes, "guard", &cluster);
+    fetch_checked(&net, guard, http, &sizes, "our relay as guard", &clusters);
+    let ours = net
+        .add_client(&[
+            format!("EntryNodes ${fp}"),
+            format!("MiddleNodes ${fp_b}"),
+            format!("ExitNodes ${fp_c}"),
+            "StrictNodes 1".into(),
+        ])
+        .unwrap();
+    fetch_checked(&net, ours, http, &sizes, "three hops of ours", &clusters);
+    // Both edges of the guard's fleet carried channels, and every hop moved cells.
+    for (i, port) in a.metrics_ports[..2].iter().enumerate() {
+        let n = metric(*port, "edge_channels_opened_total{direction=\"inbound\"");
+        assert!(n >= 1.0, "rusta edge{i} carried no channel");
+    }
+    for (cl, name) in [(&b, "rustb"), (&c, "rustc")] {
+        let cells: f64 = cl.metrics_ports[2..]
+            .iter()
+            .map(|p| metric(*p, "worker_cells_total"))
+            .sum();
+        assert!(cells > 1000.0, "{name}'s workers moved only {cells} cells");
+    }
+}
+
+/// The index (into `ports`) whose `needle` metric grows fastest over half a second, if
+/// any grows.
+fn busiest(ports: &[u16], needle: &str) -> Option<usize> {
+    let before: Vec<f64> = ports.iter().map(|p| metric(*p, needle)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<f64> = ports.iter().map(|p| metric(*p, needle)).collect();
+    let (i, d) = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .enumerate()
+        .max_by(|x, y| x.1.total_cmp(&y.1))?;
+    (d > 0.0).then_some(i)
+}
+
+/// Killing a worker, then an edge, of our exit in the middle of a transfer.
+#[test]
+fn losing_a_worker_or_an_edge_mid_transfer() {
+    let http = start_http_server().unwrap();
+    let mut net = TorNet::start(&NetConfig {
+        relays: 2,
+        ..NetConfig::default()
+    })
+    .unwrap();
+    let (mut ours, fp) = cluster(&net, "rustexit", &["accept *:*"], false);
+    wait_listed(&net, &[&fp], &[&ours]);
+    let client = net
+        .add_client(&[format!("ExitNodes ${fp}"), "StrictNodes 1".into()])
+        .unwrap();
+    let socks = net.socks_addr(client).unwrap();
+    fetch_checked(&net, client, http, &[100_000], "warm-up", &[&ours]);
+    // metrics_ports: edge0, edge1, worker0, worker1; procs: worker0, worker1, edge0, edge1.
+    let edge_metrics: Vec<u16> = ours.metrics_ports[..2].to_vec();
+    let worker_metrics: Vec<u16> = ours.metrics_ports[2..].to_vec();
+    let mut dead = Vec::new();
+    for round in ["worker", "edge"] {
+        let size = 400 << 20;
+        let transfer = std::thread::spawn(move || {
+            fetch_via_socks(socks, http, size, Duration::from_secs(300))
+        });
+        // Find what carries the transfer while it runs, and kill it.
+        let index = wait_for(
+            &format!("the busy {round}"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                if round == "worker" {
+                    busiest(&worker_metrics, "worker_exit_bytes_total")
+                } else {
+                    busiest(&edge_metrics, "edge_cells_received_total").map(|e| 2 + e)
+                }
+            },
+        )
+        .unwrap();
+        let name = ours.procs[index].name().to_owned();
+        let destroys = || -> f64 {
+            edge_metrics
+                .iter()
+                .map(|p| metric(*p, "edge_destroys_sent_total"))
+                .sum()
+        };
+        let destroys_before = destroys();
+        ours.procs[index].kill();
+        dead.push(index);
+        eprintln!("killed {name} mid-transfer");
+        let complete = matches!(transfer.join().unwrap(), Ok(b) if b.len() == size);
+        assert!(
+            !complete,
+            "a transfer through the killed {name} cannot complete"
+        );
+        if round == "worker" {
+            // The edges sent DESTROY on the worker's circuits.
+            assert!(
+                destroys() > destroys_before,
+                "no DESTROY after losing {name}"
+            );
+        }
+        // The next request succeeds on a new circuit.
+        let got = wait_for(
+            &format!("a fetch after losing {name}"),
+            Duration::from_secs(120),
+            Duration::from_secs(2),
+            || fetch_via_socks(socks, http, 1 << 20, Duration::from_secs(30)).ok(),
+        );
+        if got.is_err() {
+            eprintln!("{}", ours.logs(40));
+        }
+        assert_eq!(Sha256::digest(got.unwrap()), Sha256::digest(body(1 << 20)));
+        for (i, p) in ours.procs.iter_mut().enumerate() {
+            if !dead.contains(&i) {
+                assert!(p.is_running(), "{} died after {name} was killed", p.name());
+            }
+        }
+        eprintln!("after losing {name}: fetched 1 MB on a new circuit");
+    }
+}
+
+/// END EXITPOLICY for a rejected port, and for loopback under the default policy.
+#[test]
+fn exit_policy_refuses_with_exitpolicy() {
+    let http = start_http_server().unwrap();
+    let other = start_http_server().unwrap();
+    let mut net = TorNet::start(&NetConfig {
+        relays: 2,
+        ..NetConfig::default()
+    })
+    .unwrap();
+    // An address-specific rule: the policy summary still says "accept", so clients send
+    // the BEGIN and the exit must refuse it.
+    let reject = format!("reject 127.0.0.1:{}", other.port());
+    let (strict, fp) = cluster(&net, "rustpolicy", &[reject.as_str(), "accept *:*"], false);
+    // The default policy (private ranges rejected first), which the harness otherwise
+    // turns off for loopback networks.
+    let keys = net.scratch_dir("rustdefault-keys").unwrap();
+    let fp_default = relay_keygen(&keys).unwrap();
+    let mut spec = ClusterSpec::new("rustdefault", &keys, net.authority_dir_addrs());
+    spec.exit_policy = vec!["accept *:*".into()];
+    spec.extra_env = vec![
+        (
+            "EDGE__DIRECTORY__EXIT_POLICY_REJECT_PRIVATE".into(),
+            "true".into(),
+        ),
+        (
+            "CIRCUIT_WORKER__EXIT_POLICY_REJECT_PRIVATE".into(),
+            "true".into(),
+        ),
+    ];
+    let default = start_cluster(&net.scratch_dir("clusters").unwrap(), &spec).unwrap();
+    wait_listed(&net, &[&fp, &fp_default], &[&strict, &default]);
+
+    let client = net
+        .add_client(&[format!("ExitNodes ${fp}"), "StrictNodes 1".into()])
+        .unwrap();
+    fetch_checked(&net, client, http, &[1000], "allowed port", &[&strict]);
+    let socks = net.socks_addr(client).unwrap();
+    let refused = |cl: &RelayCluster| -> f64 {
+        cl.metrics_ports[1..]
+            .iter()
+            .map(|p| metric(*p, "worker_streams_refused_total{reason=\"exit_policy\"}"))
+            .sum()
+    };
+    assert!(fetch_via_socks(socks, other, 1000, Duration::from_secs(60)).is_err());
+    assert!(
+        refused(&strict) >= 1.0,
+        "no END EXITPOLICY for the rejected port"
+    );
+
+    let client2 = net
+        .add_client(&[format!("ExitNodes ${fp_default}"), "StrictNodes 1".into()])
+        .unwrap();
+    let socks2 = net.socks_addr(client2).unwrap();
+    let r = wait_for(
+        "the default policy to refuse loopback",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || {
+            let _ = fetch_via_socks(socks2, http, 1000, Duration::from_secs(20));
+            (refused(&default) >= 1.0).then_some(())
+        },
+    );
+    if r.is_err() {
+        eprintln!("{}", default.logs(30));
+    }
+    r.unwrap();
+    assert!(
+        fetch_via_socks(socks2, http, 1000, Duration::from_secs(30)).is_err(),
+        "loopback reached through the default policy"
+    );
 }

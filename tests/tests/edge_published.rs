@@ -7,40 +7,11 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tests::ours::start_balancer;
 use tests::{NetConfig, Process, TorNet, free_port, http, our_binary, wait_for};
-
-/// A round-robin TCP balancer: each accepted connection goes to the next backend.
-fn start_balancer(listen: SocketAddr, backends: Vec<SocketAddr>) -> Arc<AtomicUsize> {
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    let listener = std::net::TcpListener::bind(listen).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                let backend = backends[c.fetch_add(1, Ordering::SeqCst) % backends.len()];
-                tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(backend).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-            }
-        });
-    });
-    count
-}
 
 fn metric(addr: SocketAddr, needle: &str) -> f64 {
     let Ok((200, body)) = http::get(addr, "/metrics", Duration::from_secs(5)) else {
@@ -117,7 +88,7 @@ fn authorities_vote_our_edge_fleet_running_and_serve_our_descriptor() {
         }
         procs.push(Process::spawn(&format!("edge{i}"), cmd, &dir.join("edge.log")).unwrap());
     }
-    let connections = start_balancer(lb, edges.iter().map(|e| e.0).collect());
+    let connections = start_balancer(lb, edges.iter().map(|e| e.0).collect()).unwrap();
 
     let show_logs = |procs: &Vec<Process>| {
         for p in procs {
