@@ -1178,3 +1178,14 @@ impl Authority {
 
 #[cfg(test)]
 mod tests;
+
+/// Networks of in-memory authorities for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::tests::{T0, network, round as run_round};
+
+    /// A fresh relay's descriptor published shortly before `T0`.
+    pub(crate) fn relay_descriptor(seed: u64) -> String {
+        super::tests::relay(seed, T0 - 100).1
+    }
+}

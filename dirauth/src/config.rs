@@ -54,6 +54,8 @@ pub struct Config {
     pub flags: Flags,
     /// What the consensus says besides the relays.
     pub consensus: ConsensusOptions,
+    /// Signing-key rotation.
+    pub keys: KeyOptions,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
     /// Logging.
@@ -73,6 +75,7 @@ impl Default for Config {
             reachability: Reachability::default(),
             flags: Flags::default(),
             consensus: ConsensusOptions::default(),
+            keys: KeyOptions::default(),
             metrics: Metrics::default(),
             log: Log::default(),
         }
@@ -228,6 +231,26 @@ impl Default for ConsensusOptions {
             params: Vec::new(),
             client_versions: vec!["0.4.9.11".to_owned()],
             server_versions: vec!["0.4.9.11".to_owned()],
+        }
+    }
+}
+
+/// `[keys]`: rotation of the medium-term signing key (dir-spec §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyOptions {
+    /// Renew the signing key this many days before its certificate expires (when the
+    /// identity key is in `<data_dir>/keys`; otherwise warn). Default: 30.
+    pub renew_before_days: u64,
+    /// Lifetime of a renewed certificate, days. Default: 365.
+    pub lifetime_days: u64,
+}
+
+impl Default for KeyOptions {
+    fn default() -> Self {
+        KeyOptions {
+            renew_before_days: 30,
+            lifetime_days: 365,
         }
     }
 }

@@ -159,6 +159,50 @@ pub fn keygen(
     })
 }
 
+/// What [`refresh`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// Nothing to do.
+    Unchanged,
+    /// The files on disk hold another signing key (renewed by an operator): loaded.
+    Reloaded,
+    /// The certificate was close to expiry and the identity key was at hand: renewed.
+    Renewed,
+    /// The certificate is close to expiry and the identity key is offline: an operator
+    /// must run `dirauth keygen --renew-signing-key`.
+    NeedsRenewal,
+}
+
+/// Keeps the signing key current (dir-spec §3.1: rotate the medium-term key before its
+/// certificate expires): reloads keys an operator renewed on disk, and renews them itself
+/// when the certificate expires within `renew_before_secs` and the identity key is in
+/// the keys directory. Returns the keys to use from now on.
+///
+/// # Errors
+/// Unreadable or inconsistent key files.
+pub fn refresh(
+    data_dir: &Path,
+    current: &AuthorityKeys,
+    now: u64,
+    renew_before_secs: u64,
+    lifetime_secs: u64,
+) -> Result<(AuthorityKeys, Refresh), Error> {
+    let on_disk = load(data_dir)?;
+    if on_disk.cert.signing_key_digest != current.cert.signing_key_digest
+        && on_disk.cert.expires >= current.cert.expires
+    {
+        return Ok((on_disk, Refresh::Reloaded));
+    }
+    if current.cert.expires > now + renew_before_secs {
+        return Ok((current.clone(), Refresh::Unchanged));
+    }
+    if !keys_dir(data_dir).join(IDENTITY_KEY).exists() {
+        return Ok((current.clone(), Refresh::NeedsRenewal));
+    }
+    keygen(data_dir, current.cert.address, now, lifetime_secs, true)?;
+    Ok((load(data_dir)?, Refresh::Renewed))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -189,11 +233,45 @@ mod tests {
         assert!(load(d.path()).is_ok());
         assert!(keygen(d.path(), None, 1_790_000_200, 86400, true).is_err());
         // A world-readable signing key is refused.
+        let _ = &r2;
         std::fs::set_permissions(
             dir.join(SIGNING_KEY),
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
         assert!(load(d.path()).is_err());
+    }
+
+    #[test]
+    fn signing_keys_are_renewed_before_expiry() {
+        let d = tempfile::tempdir().unwrap();
+        let now = 1_790_000_000;
+        keygen(d.path(), None, now, 10 * 86400, false).unwrap();
+        let k = load(d.path()).unwrap();
+        // Far from expiry: nothing happens.
+        let (k1, r) = refresh(d.path(), &k, now, 5 * 86400, 30 * 86400).unwrap();
+        assert_eq!(r, Refresh::Unchanged);
+        assert_eq!(k1.cert.signing_key_digest, k.cert.signing_key_digest);
+        // Within the renewal window, with the identity at hand: a new signing key.
+        let (k2, r) = refresh(d.path(), &k, now + 6 * 86400, 5 * 86400, 30 * 86400).unwrap();
+        assert_eq!(r, Refresh::Renewed);
+        assert_ne!(k2.cert.signing_key_digest, k.cert.signing_key_digest);
+        assert_eq!(k2.cert.v3ident, k.cert.v3ident);
+        assert!(k2.cert.expires > k.cert.expires);
+        // An operator renewed on disk while we ran with the old key: reloaded.
+        let (k3, r) = refresh(d.path(), &k, now + 6 * 86400, 5 * 86400, 30 * 86400).unwrap();
+        assert_eq!(r, Refresh::Reloaded);
+        assert_eq!(k3.cert.signing_key_digest, k2.cert.signing_key_digest);
+        // Identity offline and the certificate near expiry: the operator is asked.
+        std::fs::remove_file(keys_dir(d.path()).join(IDENTITY_KEY)).unwrap();
+        let (_, r) = refresh(
+            d.path(),
+            &k2,
+            k2.cert.expires - 86400,
+            5 * 86400,
+            30 * 86400,
+        )
+        .unwrap();
+        assert_eq!(r, Refresh::NeedsRenewal);
     }
 }

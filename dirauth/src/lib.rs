@@ -269,6 +269,50 @@ pub async fn run(
         Duration::from_secs(config.reachability.timeout_secs.max(1)),
     );
     let voting = voting::run(auth.clone(), store.clone());
+    let key_watch = {
+        let (auth, data_dir, opts) = (auth.clone(), config.data_dir.clone(), config.keys.clone());
+        async move {
+            let mut warned = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let current = lock(&auth).keys.clone();
+                let (dd, now) = (data_dir.clone(), unix_now());
+                let r = tokio::task::spawn_blocking(move || {
+                    keys::refresh(
+                        &dd,
+                        &current,
+                        now,
+                        opts.renew_before_days * 86400,
+                        opts.lifetime_days.max(1) * 86400,
+                    )
+                })
+                .await;
+                match r {
+                    Ok(Ok((k, keys::Refresh::Reloaded | keys::Refresh::Renewed))) => {
+                        tracing::info!(
+                            expires = %proto::netdoc::format_time(k.cert.expires),
+                            "now signing with a new signing key"
+                        );
+                        metrics::gauge!("dirauth_signing_cert_expiry_timestamp_seconds")
+                            .set(k.cert.expires as f64);
+                        let mut a = lock(&auth);
+                        a.certs.insert(k.cert.v3ident.0, k.cert.clone());
+                        a.keys = k;
+                    }
+                    Ok(Ok((k, keys::Refresh::NeedsRenewal))) if now >= warned + 3600 => {
+                        warned = now;
+                        tracing::warn!(
+                            "the authority certificate expires at {} and the identity key is offline: run `dirauth keygen --renew-signing-key`",
+                            proto::netdoc::format_time(k.cert.expires)
+                        );
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("cannot check the authority keys: {e}"),
+                    Err(e) => tracing::warn!("cannot check the authority keys: {e}"),
+                }
+            }
+        }
+    };
     let saver = {
         let (auth, store) = (auth.clone(), store.clone());
         async move {
@@ -288,6 +332,7 @@ pub async fn run(
         () = reach => {}
         () = voting => {}
         () = saver => {}
+        () = key_watch => {}
         () = shutdown => {}
     }
     voting::persist(&auth, &store).await;

@@ -405,3 +405,193 @@ pub fn handle(a: &mut Authority, req: &Request, now: u64) -> (Response, bool) {
     let deflate = resp.body.is_some() && crate::http::wants_deflate(req, dot_z);
     (resp, deflate)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::authority::tests_support::{T0, network, relay_descriptor, run_round};
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: Method::Get,
+            path: path.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    fn get_status(
+        a: &mut Authority,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<Vec<u8>>, bool) {
+        let (r, deflate) = handle(a, &req(path, headers), T0 + 40);
+        (r.status, r.body, deflate)
+    }
+
+    #[test]
+    fn consensus_urls_selectors_and_if_modified_since() {
+        let mut auths = network(3);
+        let desc = relay_descriptor(11);
+        for a in &mut auths {
+            a.upload(desc.as_bytes(), T0);
+        }
+        let va = run_round(&mut auths, T0);
+        let a = &mut auths[0];
+        let (s, body, deflate) = get_status(a, "/tor/status-vote/current/consensus-microdesc", &[]);
+        assert_eq!(s, 200);
+        assert!(!deflate);
+        assert!(
+            String::from_utf8(body.unwrap())
+                .unwrap()
+                .starts_with("network-status-version 3 microdesc\n")
+        );
+        // .z and Accept-Encoding choose deflate.
+        assert!(get_status(a, "/tor/status-vote/current/consensus.z", &[]).2);
+        assert!(
+            get_status(
+                a,
+                "/tor/status-vote/current/consensus",
+                &[("Accept-Encoding", "x-zstd, deflate")]
+            )
+            .2
+        );
+        // The authority selector: prefixes of the signers' identities, a majority needed.
+        let ids: Vec<String> = a.published[&Flavor::Ns]
+            .signers
+            .iter()
+            .map(|s| s.to_hex()[..6].to_owned())
+            .collect();
+        let good = format!("/tor/status-vote/current/consensus/{}+{}", ids[0], ids[1]);
+        assert_eq!(get_status(a, &good, &[]).0, 200);
+        let bad = format!(
+            "/tor/status-vote/current/consensus/{}+AAAAAA+BBBBBB",
+            ids[0]
+        );
+        assert_eq!(get_status(a, &bad, &[]).0, 404);
+        // If-Modified-Since after valid-after: 304; before: the document.
+        let later = crate::http::http_date(va + 1);
+        assert_eq!(
+            get_status(
+                a,
+                "/tor/status-vote/current/consensus",
+                &[("If-Modified-Since", &later)]
+            )
+            .0,
+            304
+        );
+        let earlier = crate::http::http_date(va - 1);
+        assert_eq!(
+            get_status(
+                a,
+                "/tor/status-vote/current/consensus",
+                &[("If-Modified-Since", &earlier)]
+            )
+            .0,
+            200
+        );
+        assert_eq!(
+            get_status(a, "/tor/status-vote/current/consensus/diff/ab/cd", &[]).0,
+            404
+        );
+    }
+
+    #[test]
+    fn descriptors_microdescs_keys_and_votes() {
+        let mut auths = network(3);
+        let desc = relay_descriptor(12);
+        for a in &mut auths {
+            a.upload(desc.as_bytes(), T0);
+        }
+        run_round(&mut auths, T0);
+        let a = &mut auths[1];
+        let r = a.relays.values().next().unwrap().clone();
+        let d = hex::encode_upper(r.desc.digest);
+        let fp = r.desc.rsa_identity.to_hex();
+        for path in [
+            format!("/tor/server/d/{d}"),
+            format!("/tor/server/fp/{fp}"),
+            "/tor/server/all".to_owned(),
+        ] {
+            let (s, b, _) = get_status(a, &path, &[]);
+            assert_eq!((s, b.as_deref()), (200, Some(desc.as_bytes())), "{path}");
+        }
+        assert_eq!(
+            get_status(a, &format!("/tor/server/d/{}", "00".repeat(20)), &[]).0,
+            404
+        );
+        assert_eq!(get_status(a, "/tor/server/d/nothex", &[]).0, 400);
+        let md = r.md.digest_b64();
+        let (s, b, _) = get_status(a, &format!("/tor/micro/d/{md}-{}", "A".repeat(43)), &[]);
+        assert_eq!((s, b.unwrap()), (200, r.md.text.clone().into_bytes()));
+        assert_eq!(get_status(a, "/tor/micro/d/short", &[]).0, 404);
+        // Keys: all, ours, by identity, by (identity, signing key).
+        let (s, b, _) = get_status(a, "/tor/keys/all", &[]);
+        assert_eq!(s, 200);
+        assert_eq!(
+            proto::netdoc::authcert::AuthCert::parse_many(&String::from_utf8(b.unwrap()).unwrap())
+                .unwrap()
+                .len(),
+            3
+        );
+        let c = a.keys.cert.clone();
+        let fp_sk = format!(
+            "/tor/keys/fp-sk/{}-{}",
+            c.v3ident.to_hex(),
+            c.signing_key_digest.to_hex()
+        );
+        assert_eq!(
+            get_status(a, &fp_sk, &[]).1.unwrap(),
+            c.text.clone().into_bytes()
+        );
+        assert_eq!(
+            get_status(a, &format!("/tor/keys/fp/{}", c.v3ident.to_hex()), &[]).0,
+            200
+        );
+        assert_eq!(get_status(a, "/tor/keys/bogus", &[]).0, 400);
+        // Votes of the last round, by authority and by digest.
+        let (s, b, _) = get_status(a, "/tor/status-vote/current/authority", &[]);
+        assert_eq!(s, 200);
+        let text = String::from_utf8(b.unwrap()).unwrap();
+        let digest = hex::encode_upper(proto::netdoc::consensus::Vote::digest_of(&text).unwrap());
+        assert_eq!(
+            get_status(a, &format!("/tor/status-vote/current/d/{digest}"), &[])
+                .1
+                .unwrap(),
+            text.into_bytes()
+        );
+        assert_eq!(
+            get_status(a, "/tor/status-vote/next/consensus-signatures", &[]).0,
+            404
+        );
+        assert_eq!(get_status(a, "/tor/nothing-here", &[]).0, 404);
+        assert_eq!(get_status(a, "/robots.txt", &[]).0, 200);
+    }
+
+    #[test]
+    fn posts_answer_as_c_tor_does() {
+        let mut a = network(1).pop().unwrap();
+        let desc = relay_descriptor(13);
+        let r = post(&mut a, "/tor/", desc.as_bytes(), T0);
+        assert_eq!(r.status, 200);
+        let again = post(&mut a, "/tor/", desc.as_bytes(), T0);
+        assert_eq!(again.status, 200);
+        assert!(
+            again
+                .headers
+                .iter()
+                .any(|(k, v)| *k == "X-Descriptor-Not-New" && v == "Yes")
+        );
+        assert_eq!(post(&mut a, "/tor/", b"router junk\n", T0).status, 400);
+        assert_eq!(post(&mut a, "/tor/post/vote", b"junk", T0).status, 400);
+        assert_eq!(
+            post(&mut a, "/tor/post/consensus-signature", b"junk\n", T0).status,
+            400
+        );
+        assert_eq!(post(&mut a, "/tor/post/elsewhere", b"", T0).status, 404);
+    }
+}

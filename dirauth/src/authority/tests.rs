@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use super::*;
 
 /// 2026-12-01 08:30:00, an interval boundary for 30-second intervals.
-const T0: u64 = 1_796_113_800;
+pub(crate) const T0: u64 = 1_796_113_800;
 
 fn keys(seed: u64) -> AuthorityKeys {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -22,7 +22,7 @@ fn keys(seed: u64) -> AuthorityKeys {
     }
 }
 
-fn network(n: usize) -> Vec<Authority> {
+pub(crate) fn network(n: usize) -> Vec<Authority> {
     network_from(n, 100)
 }
 
@@ -77,7 +77,7 @@ fn network_from(n: usize, seed: u64) -> Vec<Authority> {
         .collect()
 }
 
-fn relay(seed: u64, published: u64) -> (EdgeKeys, String) {
+pub(crate) fn relay(seed: u64, published: u64) -> (EdgeKeys, String) {
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);
     let files = RelayKeys::generate(&mut r, published - 60, 30 * 86400)
         .unwrap()
@@ -115,7 +115,7 @@ fn descriptor(k: &EdgeKeys, published: u64, policy: &str) -> String {
 }
 
 /// Runs one voting round among `auths` (all of them online) and publishes.
-fn round(auths: &mut [Authority], now: u64) -> u64 {
+pub(crate) fn round(auths: &mut [Authority], now: u64) -> u64 {
     let va = auths[0].settings.next_valid_after(now);
     let [t_vote, _, t_compute, _] = auths[0].settings.schedule(va);
     let votes: Vec<String> = auths
