@@ -141,7 +141,8 @@ impl CircuitWorker for WorkerService {
             metrics::gauge!("worker_edge_links").decrement(1.0);
             tracing::info!(link, "edge link closed");
         });
-        let out = ReceiverStream::new(rx);
+        // Cells queued while the stream is busy go out together (many cells a message).
+        let out = ReceiverStream::new(proto::runtime::batch::coalesce(rx, 256, 4));
         let out = tokio_stream::StreamExt::map(out, Ok);
         Ok(Response::new(Box::pin(out) as LinkStream))
     }

@@ -603,7 +603,8 @@ impl Authority {
             let d = &r.desc;
             let running = self.is_running(r, now);
             let bw = bw_kb(d);
-            let stable = real_uptime(d) >= stable_uptime || real_uptime(d) >= 30 * 86400;
+            let stable =
+                real_uptime(d) >= stable_uptime || real_uptime(d) >= f.stable_guarantee_uptime_secs;
             let fast = bw >= fast_kb;
             let v2dir = d.tunnelled_dir_server || d.dir_port != 0;
             let mut flags = BTreeSet::new();

@@ -190,6 +190,10 @@ pub struct Flags {
     pub fast_min_bytes: u64,
     /// Seconds of uptime an HSDir needs (C's `MinUptimeHidServDirectoryV2`). Default: 345600.
     pub hsdir_min_uptime_secs: u64,
+    /// A relay up this long is Stable whatever the others' uptimes (C's
+    /// `AuthDirVoteStableGuaranteeMinUptime`; 0 makes every relay Stable, which test
+    /// networks want: C tor clients only take Stable relays as guards). Default: 2592000.
+    pub stable_guarantee_uptime_secs: u64,
     /// Accept descriptors with private addresses and count private networks in exit
     /// policies (C's `DirAllowPrivateAddresses`; needed on 127.0.0.1). Default: false.
     pub allow_private_addresses: bool,
@@ -203,6 +207,7 @@ impl Default for Flags {
             vote_hsdir: Vec::new(),
             fast_min_bytes: 4,
             hsdir_min_uptime_secs: 96 * 3600,
+            stable_guarantee_uptime_secs: 30 * 86400,
             allow_private_addresses: false,
         }
     }

@@ -27,6 +27,8 @@ use crate::channel::{CellHandler, ChanError, ChannelHandle, link_level};
 
 /// Messages queued toward one worker before a channel reader waits.
 const WORKER_QUEUE: usize = 1024;
+/// Most cells in one gRPC message to a worker.
+const WORKER_BATCH: usize = 256;
 
 struct Worker {
     url: String,
@@ -157,6 +159,8 @@ impl Router {
         })
         .await
         .map_err(|e| e.to_string())?;
+        // Cells queued while the stream is busy go out together (many cells a message).
+        let rx = proto::runtime::batch::coalesce(rx, WORKER_BATCH, 4);
         let mut replies = client
             .link(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await

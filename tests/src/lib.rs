@@ -389,7 +389,8 @@ impl TorNet {
                  AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\n\
                  ContactInfo {}@test.invalid\nAssumeReachable {}\n\
                  TestingDirAuthVoteGuard *\n\
-                 TestingMinExitFlagThreshold 0\n{timing}{dirauth_block}",
+                 TestingMinExitFlagThreshold 0\n\
+                 AuthDirVoteStableGuaranteeMinUptime 0\n{timing}{dirauth_block}",
                 p.or_port,
                 p.dir_port,
                 p.nickname,

@@ -468,6 +468,7 @@ pub fn plan_authorities(
             ("DIRAUTH__FLAGS__VOTE_GUARD", "*".into()),
             ("DIRAUTH__FLAGS__FAST_MIN_BYTES", "0".into()),
             ("DIRAUTH__FLAGS__HSDIR_MIN_UPTIME_SECS", "0".into()),
+            ("DIRAUTH__FLAGS__STABLE_GUARANTEE_UPTIME_SECS", "0".into()),
             ("DIRAUTH__FLAGS__ALLOW_PRIVATE_ADDRESSES", "true".into()),
             ("DIRAUTH__CONSENSUS__CLIENT_VERSIONS", opts.versions.clone()),
             ("DIRAUTH__CONSENSUS__SERVER_VERSIONS", opts.versions.clone()),

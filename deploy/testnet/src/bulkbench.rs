@@ -138,7 +138,7 @@ fn main() -> Result<()> {
         let socks = net.socks_addr(*c).context("no SOCKS port")?;
         wait_for(
             &format!("client {i} to work"),
-            Duration::from_secs(180),
+            Duration::from_secs(300),
             Duration::from_secs(2),
             || fetch_via_socks(socks, http, 10_000, Duration::from_secs(20)).ok(),
         )?;

@@ -15,6 +15,7 @@
 //!   (with a 4xx status where one can be sent), it never panics.
 //! - Nothing here logs a peer's address.
 
+pub mod batch;
 pub mod keydir;
 
 use std::collections::HashMap;
