@@ -213,6 +213,16 @@ impl Out {
     }
 }
 
+/// Moves one circuit between the `worker_circuits` states ("open": no next hop yet,
+/// "extended": an outbound circuit exists).
+fn state_change(was_extended: bool, now_extended: bool) {
+    let name = |x: bool| if x { "extended" } else { "open" };
+    if was_extended != now_extended {
+        metrics::gauge!("worker_circuits", "state" => name(was_extended)).decrement(1.0);
+        metrics::gauge!("worker_circuits", "state" => name(now_extended)).increment(1.0);
+    }
+}
+
 async fn sends(out: Out) {
     for (tx, msg) in out.msgs {
         // A closed link means the edge is gone; its circuits are dropped by LinkGone.
@@ -262,7 +272,7 @@ impl Shard {
                         metrics::histogram!("worker_circuit_create_seconds")
                             .record(start.elapsed().as_secs_f64());
                         metrics::counter!("worker_circuits_created_total").increment(1);
-                        metrics::gauge!("worker_circuits").increment(1.0);
+                        metrics::gauge!("worker_circuits", "state" => "open").increment(1.0);
                         self.circuits.insert(
                             key,
                             Entry {
@@ -297,9 +307,15 @@ impl Shard {
                     // The outbound circuit is gone.
                     if let Some((k, _)) = e.next.take() {
                         self.outbound.remove(&k);
+                        state_change(true, false);
                     }
                 }
-                metrics::counter!("worker_cells_total", "direction" => if from_prev { "forward" } else { "backward" }).increment(1);
+                metrics::counter!(
+                    "worker_cells_total",
+                    "direction" => if from_prev { "forward" } else { "backward" },
+                    "command" => cmd.name()
+                )
+                .increment(1);
                 self.apply(inbound, actions, out, ctx);
             }
         }
@@ -357,6 +373,8 @@ impl Shard {
                 }
                 Action::OpenDirStream { stream } => self.open_stream(key, stream, None, ctx),
                 Action::StreamWrite { stream, data } => {
+                    metrics::counter!("worker_exit_bytes_total", "direction" => "written")
+                        .increment(data.len() as u64);
                     if let Some(io) = e.streams.get_mut(&stream) {
                         match &io.write {
                             Some(w) => {
@@ -378,6 +396,8 @@ impl Shard {
                 Action::ResumeStream { stream } => grant(e, stream),
                 Action::Close => {
                     if let Some(mut e) = self.circuits.remove(&key) {
+                        let state = if e.next.is_some() { "extended" } else { "open" };
+                        metrics::gauge!("worker_circuits", "state" => state).decrement(1.0);
                         if let Some((nk, _)) = e.next.take() {
                             self.outbound.remove(&nk);
                         }
@@ -388,7 +408,6 @@ impl Shard {
                             }
                             metrics::gauge!("worker_streams").decrement(1.0);
                         }
-                        metrics::gauge!("worker_circuits").decrement(1.0);
                     }
                     return;
                 }
@@ -517,6 +536,9 @@ impl Handler<FromEdge> for Shard {
                         Some(rpc::extend_result::Outcome::Outbound(ck)) => {
                             let nk = (link, ck.channel, ck.circ_id);
                             if let Some(e) = self.circuits.get_mut(&inbound) {
+                                if e.next.is_none() {
+                                    state_change(false, true);
+                                }
                                 e.next = Some((nk, tx));
                                 self.outbound.insert(nk, inbound);
                             }
@@ -565,7 +587,9 @@ impl Handler<FromEdge> for Shard {
                     let acts = match self.circuits.get_mut(&inbound) {
                         Some(e) => {
                             let a = e.circ.next_channel_closed(&mut rng);
-                            e.next = None;
+                            if e.next.take().is_some() {
+                                state_change(true, false);
+                            }
                             a
                         }
                         None => Vec::new(),
@@ -600,7 +624,9 @@ impl Handler<FromEdge> for Shard {
                     let acts = match self.circuits.get_mut(&inbound) {
                         Some(e) => {
                             let a = e.circ.next_channel_closed(&mut rng);
-                            e.next = None;
+                            if e.next.take().is_some() {
+                                state_change(true, false);
+                            }
                             a
                         }
                         None => Vec::new(),

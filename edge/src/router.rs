@@ -193,7 +193,8 @@ impl Router {
                 let ch = lock(&self.channels).get(&ck.channel).cloned();
                 if let Some(ch) = ch {
                     let reason = DestroyReason::from(u8::try_from(d.reason).unwrap_or(0));
-                    metrics::counter!("edge_destroys_sent_total").increment(1);
+                    metrics::counter!("edge_destroys_sent_total", "reason" => reason.name())
+                        .increment(1);
                     let _ = ch.send(destroy(CircId(ck.circ_id), reason)).await;
                 }
             }
@@ -238,7 +239,8 @@ impl Router {
         for (chan, circ) in gone {
             let ch = lock(&self.channels).get(&chan).cloned();
             if let Some(ch) = ch {
-                metrics::counter!("edge_destroys_sent_total").increment(1);
+                metrics::counter!("edge_destroys_sent_total", "reason" => DestroyReason::ResourceLimit.name())
+                    .increment(1);
                 let _ = ch
                     .send(destroy(CircId(circ), DestroyReason::ResourceLimit))
                     .await;

@@ -51,6 +51,34 @@ pub enum ChanCmd {
     Unrecognized(u8),
 }
 
+impl ChanCmd {
+    /// The command's name in tor-spec, lower case (bounded: for metric labels and logs).
+    pub fn name(self) -> &'static str {
+        use ChanCmd::*;
+        match self {
+            Padding => "padding",
+            Create => "create",
+            Created => "created",
+            Relay => "relay",
+            Destroy => "destroy",
+            CreateFast => "create_fast",
+            CreatedFast => "created_fast",
+            Versions => "versions",
+            Netinfo => "netinfo",
+            RelayEarly => "relay_early",
+            Create2 => "create2",
+            Created2 => "created2",
+            PaddingNegotiate => "padding_negotiate",
+            Vpadding => "vpadding",
+            Certs => "certs",
+            AuthChallenge => "auth_challenge",
+            Authenticate => "authenticate",
+            Authorize => "authorize",
+            Unrecognized(_) => "unrecognized",
+        }
+    }
+}
+
 impl From<u8> for ChanCmd {
     fn from(b: u8) -> Self {
         use ChanCmd::*;

@@ -34,6 +34,29 @@ pub enum DestroyReason {
     Unrecognized(u8),
 }
 
+impl DestroyReason {
+    /// The reason's name in tor-spec §5.4, lower case (bounded: for metric labels).
+    pub fn name(self) -> &'static str {
+        use DestroyReason::*;
+        match self {
+            None => "none",
+            Protocol => "protocol",
+            Internal => "internal",
+            Requested => "requested",
+            Hibernating => "hibernating",
+            ResourceLimit => "resourcelimit",
+            ConnectFailed => "connectfailed",
+            OrIdentity => "or_identity",
+            ChannelClosed => "channel_closed",
+            Finished => "finished",
+            Timeout => "timeout",
+            Destroyed => "destroyed",
+            NoSuchService => "nosuchservice",
+            Unrecognized(_) => "unrecognized",
+        }
+    }
+}
+
 impl From<u8> for DestroyReason {
     fn from(b: u8) -> Self {
         use DestroyReason::*;
