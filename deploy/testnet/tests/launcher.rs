@@ -10,7 +10,7 @@ use std::time::Duration;
 fn testnet_up_verifies_and_tears_down() {
     let dir = tempfile::tempdir().unwrap();
     let net_dir = dir.path().join("net");
-    let mut cmd = Command::new(tests::our_binary("testnet").unwrap());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testnet"));
     cmd.args([
         "up",
         "--exit-after-verify",
@@ -62,7 +62,7 @@ fn testnet_up_verifies_and_tears_down() {
         );
     }
     // `down` on a stopped network says so.
-    let down = Command::new(tests::our_binary("testnet").unwrap())
+    let down = Command::new(env!("CARGO_BIN_EXE_testnet"))
         .args(["down", "--dir"])
         .arg(&net_dir)
         .output()
