@@ -29,14 +29,7 @@ pub fn link_context(
             let files = RelayKeys::generate(&mut rand::rngs::OsRng, now, 30 * 86400)
                 .and_then(|k| k.to_files())
                 .map_err(|e| e.to_string())?;
-            EdgeKeys::load(|n| {
-                files
-                    .iter()
-                    .find(|f| f.name == n)
-                    .map(|f| f.contents.clone())
-                    .ok_or(proto::Error::Key(n.into()))
-            })
-            .map_err(|e| e.to_string())?
+            EdgeKeys::from_files(&files).map_err(|e| e.to_string())?
         }
     };
     let (certs, _tls) =

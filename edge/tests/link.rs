@@ -29,14 +29,7 @@ fn relay() -> Relay {
     let mut rng = rand::rngs::OsRng;
     let bundle = RelayKeys::generate(&mut rng, now(), 86400 * 30).unwrap();
     let files = bundle.to_files().unwrap();
-    let keys = EdgeKeys::load(|n| {
-        files
-            .iter()
-            .find(|f| f.name == n)
-            .map(|f| f.contents.clone())
-            .ok_or(proto::Error::Key(n.into()))
-    })
-    .unwrap();
+    let keys = EdgeKeys::from_files(&files).unwrap();
     let (certs, tls) = LinkCerts::generate(&mut rng, &keys, now(), 86400).unwrap();
     let tls_der = tls.to_pkcs1_der().unwrap().to_vec();
     let ctx = Arc::new(LinkContext {

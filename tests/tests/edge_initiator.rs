@@ -99,14 +99,7 @@ fn identity() -> (EdgeKeys, Arc<LinkContext>) {
         .unwrap()
         .to_files()
         .unwrap();
-    let keys = EdgeKeys::load(|n| {
-        files
-            .iter()
-            .find(|f| f.name == n)
-            .map(|f| f.contents.clone())
-            .ok_or(proto::Error::Key(n.into()))
-    })
-    .unwrap();
+    let keys = EdgeKeys::from_files(&files).unwrap();
     let (certs, _) = LinkCerts::generate(&mut rng, &keys, now, 86400).unwrap();
     let ctx = Arc::new(LinkContext {
         certs,

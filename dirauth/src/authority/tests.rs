@@ -83,14 +83,7 @@ pub(crate) fn relay(seed: u64, published: u64) -> (EdgeKeys, String) {
         .unwrap()
         .to_files()
         .unwrap();
-    let k = EdgeKeys::load(|n| {
-        files
-            .iter()
-            .find(|f| f.name == n)
-            .map(|f| f.contents.clone())
-            .ok_or(proto::Error::Key(n.into()))
-    })
-    .unwrap();
+    let k = EdgeKeys::from_files(&files).unwrap();
     let text = descriptor(&k, published, "accept *:*");
     (k, text)
 }

@@ -475,6 +475,21 @@ pub struct EdgeKeys {
 }
 
 impl EdgeKeys {
+    /// The edge's view of an in-memory bundle (from [`RelayKeys::to_files`]), for tests
+    /// and for processes that make up a throwaway identity.
+    ///
+    /// # Errors
+    /// As [`EdgeKeys::load`].
+    pub fn from_files(files: &[KeyFile]) -> Result<Self> {
+        EdgeKeys::load(|n| {
+            files
+                .iter()
+                .find(|f| f.name == n)
+                .map(|f| f.contents.clone())
+                .ok_or_else(|| Error::Key(format!("{n} missing")))
+        })
+    }
+
     /// Loads and cross-checks an edge's keys. `read` returns a file's contents, or
     /// `None` when it does not exist.
     ///

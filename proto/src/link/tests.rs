@@ -9,14 +9,7 @@ fn edge_keys(seed: u64) -> EdgeKeys {
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);
     let keys = RelayKeys::generate(&mut r, NOW, 30 * 86400).unwrap();
     let files = keys.to_files().unwrap();
-    EdgeKeys::load(|name| {
-        files
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| f.contents.clone())
-            .ok_or(Error::Key(name.to_owned()))
-    })
-    .unwrap()
+    EdgeKeys::from_files(&files).unwrap()
 }
 
 fn certs_of(msg: ChanMsg) -> Vec<(u8, Bytes)> {

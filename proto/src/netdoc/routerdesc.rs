@@ -556,14 +556,7 @@ mod tests {
             .unwrap()
             .to_files()
             .unwrap();
-        EdgeKeys::load(|n| {
-            files
-                .iter()
-                .find(|f| f.name == n)
-                .map(|f| f.contents.clone())
-                .ok_or(Error::Key(n.into()))
-        })
-        .unwrap()
+        EdgeKeys::from_files(&files).unwrap()
     }
 
     fn params() -> DescriptorParams {
