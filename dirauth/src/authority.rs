@@ -248,6 +248,83 @@ pub struct Published {
     pub signers: Vec<RsaIdentity>,
 }
 
+/// Key certificates of the configured authorities: the newest of each, and the ones it
+/// replaced until they expire (a consensus of the round in which an authority renewed
+/// its signing key is signed with the previous one, and clients fetch that certificate
+/// by `fp-sk`).
+#[derive(Clone, Debug, Default)]
+pub struct CertStore {
+    newest: BTreeMap<[u8; 20], AuthCert>,
+    older: Vec<AuthCert>,
+}
+
+/// Most replaced certificates kept.
+const MAX_OLDER_CERTS: usize = 32;
+
+impl CertStore {
+    /// Adds a certificate; the one with the later expiry of an authority is its newest.
+    pub fn insert(&mut self, cert: AuthCert) {
+        let id = cert.v3ident.0;
+        match self.newest.get(&id) {
+            Some(c) if c.signing_key_digest == cert.signing_key_digest => {}
+            Some(c) if c.expires >= cert.expires => {
+                if !self
+                    .older
+                    .iter()
+                    .any(|o| o.signing_key_digest == cert.signing_key_digest)
+                {
+                    self.older.push(cert);
+                }
+            }
+            _ => {
+                if let Some(old) = self.newest.insert(id, cert) {
+                    self.older.push(old);
+                }
+            }
+        }
+        if self.older.len() > MAX_OLDER_CERTS {
+            self.older.sort_by_key(|c| std::cmp::Reverse(c.expires));
+            self.older.truncate(MAX_OLDER_CERTS);
+        }
+    }
+
+    /// Drops replaced certificates that have expired.
+    pub fn expire(&mut self, now: u64) {
+        self.older.retain(|c| c.expires > now);
+    }
+
+    /// The newest certificate of `v3ident`.
+    pub fn get(&self, v3ident: &[u8; 20]) -> Option<&AuthCert> {
+        self.newest.get(v3ident)
+    }
+
+    /// The certificate of `v3ident` for signing key `sk`, newest or replaced.
+    pub fn find(&self, v3ident: &RsaIdentity, sk: &RsaIdentity) -> Option<&AuthCert> {
+        self.all()
+            .find(|c| c.v3ident == *v3ident && c.signing_key_digest == *sk)
+    }
+
+    /// The newest certificate of each authority.
+    pub fn values(&self) -> impl Iterator<Item = &AuthCert> {
+        self.newest.values()
+    }
+
+    /// Every certificate held.
+    pub fn all(&self) -> impl Iterator<Item = &AuthCert> {
+        self.newest.values().chain(&self.older)
+    }
+
+    /// Authorities with a certificate.
+    pub fn len(&self) -> usize {
+        self.newest.len()
+    }
+
+    /// Whether no certificate is held.
+    pub fn is_empty(&self) -> bool {
+        self.newest.is_empty()
+    }
+}
+
 /// The authority.
 #[derive(Debug)]
 pub struct Authority {
@@ -257,8 +334,8 @@ pub struct Authority {
     pub keys: AuthorityKeys,
     /// Relays by identity.
     pub relays: BTreeMap<RsaIdentity, Relay>,
-    /// Key certificates of the configured authorities, by v3ident.
-    pub certs: BTreeMap<[u8; 20], AuthCert>,
+    /// Key certificates of the configured authorities.
+    pub certs: CertStore,
     /// The round in progress.
     pub round: Round,
     /// Published consensuses.
@@ -341,8 +418,8 @@ fn version_from_platform(p: Option<&str>) -> Option<String> {
 impl Authority {
     /// A fresh authority.
     pub fn new(settings: Settings, keys: AuthorityKeys) -> Self {
-        let mut certs = BTreeMap::new();
-        certs.insert(keys.cert.v3ident.0, keys.cert.clone());
+        let mut certs = CertStore::default();
+        certs.insert(keys.cert.clone());
         Authority {
             settings,
             keys,
@@ -708,6 +785,7 @@ impl Authority {
     /// A signing failure.
     pub fn vote(&mut self, now: u64, valid_after: u64) -> Result<String, String> {
         self.expire(now);
+        self.certs.expire(now);
         self.enter_round(valid_after);
         let v = self.make_vote(now, valid_after);
         let text = v
@@ -746,7 +824,7 @@ impl Authority {
         if self.round.computed.is_some() {
             return Err("Consensus already computed for this round".into());
         }
-        self.certs.insert(id.0, vote.cert.clone());
+        self.certs.insert(vote.cert.clone());
         match self.round.votes.get(&id.0) {
             Some((_, d, _)) if *d == digest => return Ok("Duplicate discarded"),
             Some((old, _, _)) if old.published >= vote.published => {
@@ -867,7 +945,7 @@ impl Authority {
             if !voters.contains(&s.v3ident.0) || c.sigs.contains_key(&(s.flavor, s.v3ident.0)) {
                 continue;
             }
-            let Some(cert) = self.certs.get(&s.v3ident.0) else {
+            let Some(cert) = self.certs.find(&s.v3ident, &s.signing_key_digest) else {
                 continue;
             };
             let digest = &c.flavors[&s.flavor].1;
@@ -979,7 +1057,7 @@ impl Authority {
             .filter(|s| self.is_configured(&s.v3ident))
             .filter(|s| {
                 self.certs
-                    .get(&s.v3ident.0)
+                    .find(&s.v3ident, &s.signing_key_digest)
                     .is_some_and(|c| s.verifies(&sc.digest, c))
             })
             .map(|s| s.v3ident)
@@ -1071,7 +1149,7 @@ impl Authority {
                 r.tests
             ));
         }
-        let certs: String = self.certs.values().map(|c| c.text.as_str()).collect();
+        let certs: String = self.certs.all().map(|c| c.text.as_str()).collect();
         let mds: String = self.consensus_mds.values().map(String::as_str).collect();
         let votes: String = self
             .previous_votes
@@ -1103,7 +1181,7 @@ impl Authority {
         if let Some(certs) = load(files::CERTS) {
             for c in AuthCert::parse_many(&certs).unwrap_or_default() {
                 if self.is_configured(&c.v3ident) && c.v3ident != self.keys.cert.v3ident {
-                    self.certs.insert(c.v3ident.0, c);
+                    self.certs.insert(c);
                 }
             }
         }

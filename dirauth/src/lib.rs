@@ -296,7 +296,7 @@ pub async fn run(
                         metrics::gauge!("dirauth_signing_cert_expiry_timestamp_seconds")
                             .set(k.cert.expires as f64);
                         let mut a = lock(&auth);
-                        a.certs.insert(k.cert.v3ident.0, k.cert.clone());
+                        a.certs.insert(k.cert.clone());
                         a.keys = k;
                     }
                     Ok(Ok((k, keys::Refresh::NeedsRenewal))) if now >= warned + 3600 => {

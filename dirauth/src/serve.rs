@@ -266,7 +266,7 @@ fn descriptors(a: &Authority, tail: &str) -> Response {
 
 fn keys(a: &Authority, req: &Request, tail: &str) -> Response {
     let certs: Vec<&proto::netdoc::authcert::AuthCert> = if tail == "all" {
-        a.certs.values().collect()
+        a.certs.all().collect()
     } else if tail == "authority" {
         vec![&a.keys.cert]
     } else if let Some(list) = tail.strip_prefix("fp/") {
@@ -282,7 +282,7 @@ fn keys(a: &Authority, req: &Request, tail: &str) -> Response {
             return bad_request();
         };
         a.certs
-            .values()
+            .all()
             .filter(|c| {
                 ids.iter()
                     .any(|i| i.as_slice() == c.signing_key_digest.0.as_slice())
@@ -298,7 +298,7 @@ fn keys(a: &Authority, req: &Request, tail: &str) -> Response {
             let Some((id, sk)) = p.split_once('-') else {
                 return bad_request();
             };
-            if let Some(c) = a.certs.values().find(|c| {
+            if let Some(c) = a.certs.all().find(|c| {
                 c.v3ident.to_hex().eq_ignore_ascii_case(id)
                     && c.signing_key_digest.to_hex().eq_ignore_ascii_case(sk)
             }) {

@@ -99,7 +99,7 @@ pub async fn catch_up(auth: &Arc<Mutex<Authority>>) {
             let mut a = lock(auth);
             for c in certs {
                 if a.is_configured(&c.v3ident) && c.v3ident != a.keys.cert.v3ident {
-                    a.certs.insert(c.v3ident.0, c);
+                    a.certs.insert(c);
                 }
             }
         }

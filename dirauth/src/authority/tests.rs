@@ -355,8 +355,7 @@ fn a_lagging_authority_adopts_the_majority_consensus() {
     let mut late = auths.pop().unwrap();
     // It knows the others' certificates (as from earlier votes).
     for a in &two {
-        late.certs
-            .insert(a.keys.cert.v3ident.0, a.keys.cert.clone());
+        late.certs.insert(a.keys.cert.clone());
     }
     let ns = two[0].published[&Flavor::Ns].text.clone();
     assert_eq!(late.adopt(&ns, T0 + 10), Ok(Flavor::Ns));
@@ -364,9 +363,7 @@ fn a_lagging_authority_adopts_the_majority_consensus() {
     let tampered = ns.replace("Fast", "Fazt");
     let mut other = network(3).pop().unwrap();
     for a in &two {
-        other
-            .certs
-            .insert(a.keys.cert.v3ident.0, a.keys.cert.clone());
+        other.certs.insert(a.keys.cert.clone());
     }
     assert!(other.adopt(&tampered, T0 + 10).is_err());
 }
@@ -398,4 +395,37 @@ fn exit_flag_rules() {
         80,
         false
     ));
+}
+
+#[test]
+fn certificates_replaced_by_a_renewal_stay_findable() {
+    let k1 = keys(300);
+    let mut store = CertStore::default();
+    store.insert(k1.cert.clone());
+    // The same identity with a newer signing key (renewed: later expiry).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(301);
+    let id = RsaKeypair::generate(&mut rng, 1024).unwrap();
+    let sk_a = RsaKeypair::generate(&mut rng, 1024).unwrap();
+    let sk_b = RsaKeypair::generate(&mut rng, 1024).unwrap();
+    let old = AuthCert::parse(&authcert::build(&id, &sk_a, None, T0 - 3600, T0 + 86400).unwrap())
+        .unwrap();
+    let new =
+        AuthCert::parse(&authcert::build(&id, &sk_b, None, T0, T0 + 2 * 86400).unwrap()).unwrap();
+    store.insert(old.clone());
+    store.insert(new.clone());
+    assert_eq!(store.len(), 2);
+    assert_eq!(
+        store.get(&new.v3ident.0).unwrap().signing_key_digest,
+        new.signing_key_digest
+    );
+    assert!(store.find(&old.v3ident, &old.signing_key_digest).is_some());
+    // Arriving late, the older one does not displace the newer one.
+    store.insert(old.clone());
+    assert_eq!(
+        store.get(&old.v3ident.0).unwrap().signing_key_digest,
+        new.signing_key_digest
+    );
+    assert_eq!(store.all().count(), 3);
+    store.expire(T0 + 86400 + 1);
+    assert!(store.find(&old.v3ident, &old.signing_key_digest).is_none());
 }
