@@ -179,7 +179,17 @@ pub async fn run(
         service::WorkerService::new(shards),
     )
     .max_decoding_message_size(64 << 20);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    // Sockets from our own listener: tonic's `tcp_nodelay` only covers ones it accepts, so
+    // set it here (with Nagle on, replies of a few cells wait for delayed ACKs).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+        |s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        },
+    );
     let server = tonic::transport::Server::builder()
         .http2_adaptive_window(Some(true))
         .tcp_nodelay(true)

@@ -213,6 +213,9 @@ impl Out {
     }
 }
 
+/// Most DATA cells' worth read from an exit or directory stream at once.
+const READ_CELLS: usize = 32;
+
 /// Moves one circuit between the `worker_circuits` states ("open": no next hop yet,
 /// "extended": an outbound circuit exists).
 fn state_change(was_extended: bool, now_extended: bool) {
@@ -682,13 +685,26 @@ impl Handler<StreamEvent> for Shard {
                                 });
                                 let credit = io.credit.clone();
                                 io.reader = Some(actix::spawn(async move {
-                                    let mut buf = vec![0u8; proto::relay_cell::RELAY_DATA_MAX];
+                                    // Up to READ_CELLS cells a read, as the stream's credit allows:
+                                    // one syscall and one actor message per batch, not per cell.
+                                    const MAX: usize = proto::relay_cell::RELAY_DATA_MAX;
+                                    let mut buf = vec![0u8; MAX * READ_CELLS];
                                     loop {
                                         let Ok(permit) = credit.acquire().await else {
                                             break;
                                         };
                                         permit.forget();
-                                        match rd.read(&mut buf).await {
+                                        let mut k = 1;
+                                        while k < READ_CELLS {
+                                            match credit.try_acquire() {
+                                                Ok(p) => {
+                                                    p.forget();
+                                                    k += 1;
+                                                }
+                                                Err(_) => break,
+                                            }
+                                        }
+                                        match rd.read(&mut buf[..k * MAX]).await {
                                             Ok(0) => {
                                                 me.do_send(StreamEvent::Ended {
                                                     key,
@@ -698,6 +714,10 @@ impl Handler<StreamEvent> for Shard {
                                                 break;
                                             }
                                             Ok(n) => {
+                                                let used = n.div_ceil(MAX);
+                                                if used < k {
+                                                    credit.add_permits(k - used);
+                                                }
                                                 metrics::counter!("worker_exit_bytes_total", "direction" => "read").increment(n as u64);
                                                 if me
                                                     .send(StreamEvent::Data {
@@ -737,7 +757,11 @@ impl Handler<StreamEvent> for Shard {
                 let acts = match self.circuits.get_mut(&key) {
                     Some(e) => {
                         if let Some(io) = e.streams.get_mut(&stream) {
-                            io.granted = io.granted.saturating_sub(1);
+                            let cells = data
+                                .len()
+                                .div_ceil(proto::relay_cell::RELAY_DATA_MAX)
+                                .max(1);
+                            io.granted = io.granted.saturating_sub(cells);
                         }
                         e.circ.stream_data(&mut rng, stream, &data)
                     }
