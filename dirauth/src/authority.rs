@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use proto::netdoc::authcert::AuthCert;
 use proto::netdoc::consensus::{
     CONSENSUS_METHODS, Consensus, DetachedSignatures, DocSignature, Flavor, ProtocolLines,
-    SignedConsensus, Vote, VoteEntry, assemble,
+    SignedConsensus, Vote, VoteEntry, assemble, lower_median,
 };
 use proto::netdoc::microdesc::Microdesc;
 use proto::netdoc::policy::{PolicyRule, summarize};
@@ -399,14 +399,6 @@ fn routerset_matches(set: &[String], d: &ServerDescriptor) -> bool {
                 .eq_ignore_ascii_case(&d.rsa_identity.to_hex())
             || s == d.address.to_string()
     })
-}
-
-fn lower_median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    Some(v[(v.len() - 1) / 2])
 }
 
 /// "Tor 0.4.9.11" from "Tor 0.4.9.11 on Linux"; `None` for other platforms.

@@ -660,8 +660,9 @@ pub struct Consensus {
     pub bandwidth_weights: Option<String>,
 }
 
-/// Lower median (C's `median_*`: element `(n-1)/2` of the sorted values).
-fn lower_median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
+/// Lower median (C's `median_*`: element `(n-1)/2` of the sorted values), the median
+/// every authority computation uses.
+pub fn lower_median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
     if v.is_empty() {
         return None;
     }
@@ -707,30 +708,7 @@ fn vote_protocols(lines: &[&str], threshold: usize) -> String {
         .iter()
         .filter_map(|l| Protocols::parse(l).ok())
         .collect();
-    let mut names = BTreeSet::new();
-    for p in &parsed {
-        names.extend(
-            p.to_string()
-                .split(' ')
-                .filter_map(|e| e.split_once('=').map(|(n, _)| n.to_owned())),
-        );
-    }
-    let mut out = Vec::new();
-    for name in names {
-        let mut vs = Vec::new();
-        for v in 0u8..64 {
-            if parsed.iter().filter(|p| p.supports(&name, v)).count() >= threshold.max(1) {
-                vs.push(v);
-            }
-        }
-        if !vs.is_empty() {
-            let list: Vec<String> = vs.iter().map(u8::to_string).collect();
-            out.push(format!("{name}={}", list.join(",")));
-        }
-    }
-    Protocols::parse(&out.join(" "))
-        .map(|p| p.to_string())
-        .unwrap_or_default()
+    Protocols::vote(&parsed, threshold).to_string()
 }
 
 impl Consensus {
@@ -847,12 +825,17 @@ impl Consensus {
                 by_id.entry(e.rsa_id.0).or_default().push((v, e));
             }
         }
-        let flag_voters = |f: &str| {
-            votes
-                .iter()
-                .filter(|(v, _)| v.known_flags.contains(f))
-                .count()
-        };
+        // How many votes know each flag (the denominator of its majority).
+        let flag_voters: BTreeMap<&str, usize> = known_flags
+            .iter()
+            .map(|f| {
+                let n = votes
+                    .iter()
+                    .filter(|(v, _)| v.known_flags.contains(f))
+                    .count();
+                (f.as_str(), n)
+            })
+            .collect();
         let mut routers = Vec::new();
         let mut totals = Totals::default();
         for (rsa_id, listings) in &by_id {
@@ -890,7 +873,7 @@ impl Consensus {
                     continue;
                 }
                 let set = listings.iter().filter(|(_, e)| e.flags.contains(f)).count();
-                if set > flag_voters(f) / 2 {
+                if set > flag_voters.get(f.as_str()).copied().unwrap_or(0) / 2 {
                     flags.insert(f.clone());
                 }
             }
@@ -905,26 +888,14 @@ impl Consensus {
             if !flags.contains("Running") || !flags.contains("Valid") {
                 continue;
             }
-            let version = {
-                let mut vs: Vec<&str> = listings
+            // The most listed version; ties go to the later one in version order.
+            let version = most_frequent(
+                listings
                     .iter()
                     .filter_map(|(_, e)| e.version.as_deref())
-                    .collect();
-                vs.sort_by_key(|v| version_key(v));
-                let mut best: Option<(&str, usize)> = None;
-                let mut i = 0;
-                while i < vs.len() {
-                    let mut j = i;
-                    while j + 1 < vs.len() && vs[j + 1] == vs[i] {
-                        j += 1;
-                    }
-                    if best.is_none_or(|(_, c)| j - i + 1 >= c) {
-                        best = Some((vs[i], j - i + 1));
-                    }
-                    i = j + 1;
-                }
-                best.map(|(v, _)| v.to_owned())
-            };
+                    .map(version_key),
+            )
+            .map(|(_, _, v)| v);
             let protocols = most_frequent(listings.iter().map(|(_, e)| e.protocols.clone()))
                 .unwrap_or_default();
             let measured: Vec<u64> = listings.iter().filter_map(|(_, e)| e.measured_kb).collect();

@@ -71,6 +71,30 @@ impl Protocols {
         v < 64 && self.0.get(name).is_some_and(|b| b & (1 << v) != 0)
     }
 
+    /// The versions listed by at least `threshold` (minimum 1) of `lists`, for each
+    /// protocol name; names left with no version are dropped.
+    pub fn vote(lists: &[Protocols], threshold: usize) -> Protocols {
+        let mut out = BTreeMap::new();
+        for name in lists.iter().flat_map(|p| p.0.keys()) {
+            if out.contains_key(name) {
+                continue;
+            }
+            let bits = (0..64u32)
+                .filter(|v| {
+                    lists
+                        .iter()
+                        .filter(|p| p.0.get(name).is_some_and(|b| b & (1 << v) != 0))
+                        .count()
+                        >= threshold.max(1)
+                })
+                .fold(0u64, |acc, v| acc | (1 << v));
+            if bits != 0 {
+                out.insert(name.clone(), bits);
+            }
+        }
+        Protocols(out)
+    }
+
     /// Whether every version `required` lists is listed here too.
     pub fn covers(&self, required: &Protocols) -> bool {
         required
@@ -133,6 +157,21 @@ mod tests {
         assert!(p.covers(&req));
         assert!(!messy.covers(&req));
         assert_eq!(Protocols::parse("").unwrap().to_string(), "");
+    }
+
+    #[test]
+    fn vote_keeps_versions_enough_lists_share() {
+        let lists: Vec<Protocols> = ["Link=3-5 Relay=2", "Link=4-5 Relay=2-4", "Link=5 Cons=2"]
+            .iter()
+            .map(|l| Protocols::parse(l).unwrap())
+            .collect();
+        assert_eq!(Protocols::vote(&lists, 2).to_string(), "Link=4-5 Relay=2");
+        assert_eq!(Protocols::vote(&lists, 3).to_string(), "Link=5");
+        assert_eq!(
+            Protocols::vote(&lists, 0).to_string(),
+            "Cons=2 Link=3-5 Relay=2-4"
+        );
+        assert_eq!(Protocols::vote(&[], 1).to_string(), "");
     }
 
     #[test]
