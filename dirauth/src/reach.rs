@@ -45,14 +45,16 @@ pub fn link_context(
 ///
 /// # Errors
 /// Why the relay is not reachable.
-pub async fn test(target: &ReachTarget, ctx: &LinkContext, limit: Duration) -> Result<(), String> {
+pub async fn test(
+    target: &ReachTarget,
+    ctx: &LinkContext,
+    connector: &tokio_rustls::TlsConnector,
+    limit: Duration,
+) -> Result<(), String> {
     let fut = async {
         let tcp = TcpStream::connect(target.addr)
             .await
             .map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(
-            edge::tls::client_config().map_err(|e| e.to_string())?,
-        );
         let tls = connector
             .connect(edge::tls::random_server_name(), tcp)
             .await
@@ -83,6 +85,13 @@ pub async fn run(
     parallel: usize,
     limit: Duration,
 ) {
+    let connector = match edge::tls::client_config() {
+        Ok(c) => tokio_rustls::TlsConnector::from(c),
+        Err(e) => {
+            tracing::error!("no TLS client configuration, so no reachability tests: {e}");
+            return std::future::pending().await;
+        }
+    };
     let slots = Arc::new(Semaphore::new(parallel.max(1)));
     loop {
         let now = crate::unix_now();
@@ -99,9 +108,9 @@ pub async fn run(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let (auth, ctx) = (auth.clone(), ctx.clone());
+            let (auth, ctx, connector) = (auth.clone(), ctx.clone(), connector.clone());
             tokio::spawn(async move {
-                let r = test(&t, &ctx, limit).await;
+                let r = test(&t, &ctx, &connector, limit).await;
                 let ok = r.is_ok();
                 if let Err(e) = &r {
                     tracing::debug!(relay = %t.rsa_id.to_hex(), "reachability test failed: {e}");

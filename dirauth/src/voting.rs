@@ -39,6 +39,17 @@ fn peer_addr(p: &AuthorityLine) -> SocketAddr {
     SocketAddr::V4(p.dir_addr)
 }
 
+/// `GET path` from a peer's DirPort: the body of a 200 answer, as text.
+async fn fetch_text(p: &AuthorityLine, path: &str) -> Option<String> {
+    let r = http::get(peer_addr(p), path, PEER_TIMEOUT, MAX_FETCH)
+        .await
+        .ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    String::from_utf8(r.body).ok()
+}
+
 async fn post_all(peers: &[AuthorityLine], path: &str, body: String, what: &str) {
     let body = Arc::new(body);
     let mut tasks = Vec::new();
@@ -91,9 +102,7 @@ pub async fn catch_up(auth: &Arc<Mutex<Authority>>) {
     let peers = lock(auth).settings.peers.clone();
     for p in &peers {
         // Their certificates first, so signatures can be checked.
-        if let Ok(r) = http::get(peer_addr(p), "/tor/keys/all", PEER_TIMEOUT, MAX_FETCH).await
-            && r.status == 200
-            && let Ok(text) = String::from_utf8(r.body)
+        if let Some(text) = fetch_text(p, "/tor/keys/all").await
             && let Ok(certs) = proto::netdoc::authcert::AuthCert::parse_many(&text)
         {
             let mut a = lock(auth);
@@ -110,10 +119,7 @@ pub async fn catch_up(auth: &Arc<Mutex<Authority>>) {
                 "/tor/status-vote/current/consensus-microdesc",
             ),
         ] {
-            if let Ok(r) = http::get(peer_addr(p), path, PEER_TIMEOUT, MAX_FETCH).await
-                && r.status == 200
-                && let Ok(text) = String::from_utf8(r.body)
-            {
+            if let Some(text) = fetch_text(p, path).await {
                 match lock(auth).adopt(&text, crate::unix_now()) {
                     Ok(f) => {
                         tracing::info!("adopted the {} consensus from {}", f.name(), p.nickname)
@@ -161,16 +167,7 @@ pub async fn run(auth: Arc<Mutex<Authority>>, store: Store) {
         sleep_until(t_fetch).await;
         let missing = lock(&auth).missing_votes();
         for p in missing {
-            if let Ok(r) = http::get(
-                peer_addr(&p),
-                "/tor/status-vote/next/authority",
-                PEER_TIMEOUT,
-                MAX_FETCH,
-            )
-            .await
-                && r.status == 200
-                && let Ok(text) = String::from_utf8(r.body)
-            {
+            if let Some(text) = fetch_text(&p, "/tor/status-vote/next/authority").await {
                 match lock(&auth).add_vote(&text, crate::unix_now(), false) {
                     Ok(_) => tracing::info!("fetched the vote of {}", p.nickname),
                     Err(e) => tracing::info!("vote fetched from {}: {e}", p.nickname),
@@ -193,15 +190,8 @@ pub async fn run(auth: Arc<Mutex<Authority>>, store: Store) {
         let needs = lock(&auth).needs_signatures();
         if needs {
             for p in &peers {
-                if let Ok(r) = http::get(
-                    peer_addr(p),
-                    "/tor/status-vote/next/consensus-signatures",
-                    PEER_TIMEOUT,
-                    MAX_FETCH,
-                )
-                .await
-                    && r.status == 200
-                    && let Ok(text) = String::from_utf8(r.body)
+                if let Some(text) =
+                    fetch_text(p, "/tor/status-vote/next/consensus-signatures").await
                 {
                     let _ = lock(&auth).add_signatures(&text);
                 }
