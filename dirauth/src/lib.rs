@@ -39,13 +39,7 @@ pub const COMPONENT: &str = "dirauth";
 /// Version reported in `dirauth_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Seconds since the epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use proto::runtime::unix_now;
 
 /// Command line of the `dirauth` binary.
 #[derive(Debug, Parser)]

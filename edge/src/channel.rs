@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use proto::cell::msg::{ChanMsg, DestroyReason, Netinfo};
 use proto::cell::{ChanCell, ChanCmd, ChanCodec, negotiate_link_version};
 use proto::link::{self, AuthInputs, LinkCerts, PeerIdentity};
+use proto::runtime::unix_now as now_secs;
 use proto::{CircId, Ed25519Identity, RsaIdentity};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -152,13 +153,6 @@ impl<S> std::fmt::Debug for Channel<S> {
             .field("we_initiated", &self.we_initiated)
             .finish_non_exhaustive()
     }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {

@@ -196,10 +196,7 @@ fn link_state(
     keys: &proto::keys::EdgeKeys,
     my_addrs: &[std::net::IpAddr],
 ) -> Result<orport::LinkState, Error> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = runtime::unix_now();
     let (certs, tls_key) = proto::link::LinkCerts::generate(
         &mut rand::rngs::OsRng,
         keys,

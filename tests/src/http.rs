@@ -17,6 +17,20 @@ pub fn get(addr: SocketAddr, path: &str, limit: Duration) -> Result<(u16, Vec<u8
     request(addr, "GET", path, &[], limit)
 }
 
+/// The sum of the Prometheus samples at `addr`'s `/metrics` whose lines start with
+/// `needle` (a name, optionally with the start of its labels); 0 when the endpoint does
+/// not answer.
+pub fn metric(addr: SocketAddr, needle: &str) -> f64 {
+    let Ok((200, body)) = get(addr, "/metrics", Duration::from_secs(5)) else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `POST path` with `body`.
 ///
 /// # Errors

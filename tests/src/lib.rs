@@ -786,19 +786,7 @@ pub fn our_binary(name: &str) -> Result<PathBuf> {
     let bin = profile_dir.join(name);
     let _guard = BUILD.lock().unwrap_or_else(PoisonError::into_inner);
     if !bin.is_file() {
-        if ["edge", "circuit-worker", "dirauth"].contains(&name) {
-            build_our_binaries()?;
-        } else {
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-            cmd.args(["build", "--bin", name, "-p", name]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            if !cmd.status()?.success() {
-                bail!("building {name} failed");
-            }
-        }
+        build_our_binaries()?;
         if !bin.is_file() {
             bail!("building {name} did not make {}", bin.display());
         }

@@ -18,19 +18,9 @@ use tests::ours::{ClusterSpec, RelayCluster, relay_keygen, start_cluster};
 use tests::traffic::{body, fetch_via_socks, start_http_server};
 use tests::{NetConfig, TorNet, http, wait_for};
 
+/// A metric of the process with its `/metrics` on 127.0.0.1:`port`.
 fn metric(port: u16, needle: &str) -> f64 {
-    let Ok((200, b)) = http::get(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        "/metrics",
-        Duration::from_secs(5),
-    ) else {
-        return 0.0;
-    };
-    String::from_utf8_lossy(&b)
-        .lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    http::metric(SocketAddr::from(([127, 0, 0, 1], port)), needle)
 }
 
 /// A cluster of two edges (behind a balancer) and two workers; returns it and its

@@ -13,17 +13,6 @@ use std::time::{Duration, Instant};
 use tests::ours::start_balancer;
 use tests::{NetConfig, Process, TorNet, free_port, http, our_binary, wait_for};
 
-fn metric(addr: SocketAddr, needle: &str) -> f64 {
-    let Ok((200, body)) = http::get(addr, "/metrics", Duration::from_secs(5)) else {
-        return 0.0;
-    };
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn authorities_vote_our_edge_fleet_running_and_serve_our_descriptor() {
     let start = Instant::now();
@@ -155,7 +144,7 @@ fn authorities_vote_our_edge_fleet_running_and_serve_our_descriptor() {
     // Both edges of the fleet served authenticated relay links (the authorities'
     // reachability tests, spread by the balancer).
     for (i, (_, metrics)) in edges.iter().enumerate() {
-        let n = metric(
+        let n = http::metric(
             *metrics,
             "edge_channels_opened_total{direction=\"inbound\",peer=\"relay\"}",
         );

@@ -163,6 +163,15 @@ pub fn string_or_list<'de, D: Deserializer<'de>>(
     deserializer.deserialize_any(ListVisitor)
 }
 
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970): the
+/// `now` the binaries hand to the protocol code.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Installs the global `tracing` subscriber: human-readable lines on stderr (stdout is
 /// reserved for command output such as `check-config`), filtered by `RUST_LOG` if that is
 /// set and non-empty, else by `filter` (`EnvFilter` syntax, e.g. `info,edge=debug`).
