@@ -21,14 +21,22 @@ pub fn get(addr: SocketAddr, path: &str, limit: Duration) -> Result<(u16, Vec<u8
 /// `needle` (a name, optionally with the start of its labels); 0 when the endpoint does
 /// not answer.
 pub fn metric(addr: SocketAddr, needle: &str) -> f64 {
+    try_metric(addr, needle).unwrap_or(0.0)
+}
+
+/// As [`metric`], but `None` when the scrape itself failed (so a caller comparing two
+/// scrapes can tell "0" from "no answer").
+pub fn try_metric(addr: SocketAddr, needle: &str) -> Option<f64> {
     let Ok((200, body)) = get(addr, "/metrics", Duration::from_secs(5)) else {
-        return 0.0;
+        return None;
     };
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    Some(
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with(needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
 }
 
 /// `POST path` with `body`.

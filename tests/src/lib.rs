@@ -40,8 +40,31 @@ pub use process::Process;
 /// Path of the `tor` binary. Panics (failing the test) when it is not installed.
 pub fn tor_binary() -> PathBuf {
     which("tor").unwrap_or_else(|| {
-        panic!("`tor` is not on PATH: install Debian's tor package (apt-get install -y tor)")
+        panic!(
+            "`tor` is not on PATH: run the README's test command, `cargo xtask test`, which \
+             installs Debian's tor package (or `apt-get install -y tor`)"
+        )
     })
+}
+
+/// A Python interpreter with `stem` and `cryptography`: `TESTS_PYTHON` (set by
+/// `cargo xtask test`), else the project-local `.venv/` that command creates. Panics
+/// (failing the test) when neither has stem, naming the command that installs it.
+pub fn stem_python() -> PathBuf {
+    let venv = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python3"));
+    let python = std::env::var_os("TESTS_PYTHON").map_or_else(|| venv.to_owned(), PathBuf::from);
+    let ok = Command::new(&python)
+        .args(["-c", "import stem, cryptography"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} has no stem: run the README's test command, `cargo xtask test`, which installs it \
+         (or set TESTS_PYTHON to a Python with stem 1.8.2 and cryptography)",
+        python.display()
+    );
+    python
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -53,19 +76,32 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A free TCP port on 127.0.0.1, never handed out twice in this process.
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`), from a random
+/// starting point: a port from that range could be taken, between being picked here and
+/// bound by its owner, as the source port of one of the many loopback connections the
+/// network's processes make; below it, only another listener can take it, and the bind
+/// check here excludes the ones already listening.
 pub fn free_port() -> u16 {
     static USED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("can bind 127.0.0.1:0");
-        let mut used = USED.lock().unwrap_or_else(PoisonError::into_inner);
-        if used.get_or_insert_with(HashSet::new).insert(port) {
+    let hi = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(12_000);
+    let lo = 10_000u16;
+    let span = hi - lo;
+    let start = rand::random::<u16>() % span;
+    let mut used = USED.lock().unwrap_or_else(PoisonError::into_inner);
+    let used = used.get_or_insert_with(HashSet::new);
+    for k in 0..span {
+        let port = lo + (start + k) % span;
+        if !used.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            used.insert(port);
             return port;
         }
     }
-    panic!("no free port found")
+    panic!("no free port below {hi}")
 }
 
 /// Polls `f` every `every` until it returns `Some`, for at most `limit`.
@@ -119,6 +155,10 @@ pub struct NetConfig {
     /// Directory for the network's files, kept afterwards; `None`: a temporary directory
     /// removed when the network is dropped.
     pub root: Option<PathBuf>,
+    /// Put before every nickname: `{ours}auth0` for our authorities, `{c}relay0`,
+    /// `{c}exit1`, `{c}client0`, `{c}auth0` for C tor's (the launcher sets "ours"/"c" so no
+    /// two nodes share a name; tests keep them short).
+    pub nickname_prefixes: (String, String),
 }
 
 impl Default for NetConfig {
@@ -136,6 +176,7 @@ impl Default for NetConfig {
             our_authorities: 0,
             our_authority_env: Vec::new(),
             root: None,
+            nickname_prefixes: (String::new(), String::new()),
         }
     }
 }
@@ -182,6 +223,12 @@ impl TorNode {
     /// The DirPort address.
     pub fn dir_addr(&self) -> Option<SocketAddr> {
         self.dir_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+    }
+    /// The Ed25519 identity (unpadded base64) that tor wrote to `fingerprint-ed25519`;
+    /// `None` for clients, or before tor has written it.
+    pub fn ed25519(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.data_dir.join("fingerprint-ed25519")).ok()?;
+        text.split_whitespace().nth(1).map(str::to_owned)
     }
     /// The ORPort address.
     pub fn or_addr(&self) -> SocketAddr {
@@ -297,13 +344,14 @@ impl TorNet {
                     reachability_testing: config.reachability_testing,
                     versions: ours::local_tor_version(),
                     extra_env: config.our_authority_env.clone(),
+                    nickname_prefix: config.nickname_prefixes.0.clone(),
                 },
             )?
         } else {
             Vec::new()
         };
         for i in 0..n_c_authorities {
-            let nickname = format!("auth{i}");
+            let nickname = format!("{}auth{i}", config.nickname_prefixes.1);
             let dir = root.path().join(&nickname);
             let keys = dir.join("keys");
             std::fs::create_dir_all(&keys)?;
@@ -416,10 +464,11 @@ impl TorNet {
         // 3. Relays and exits.
         for i in 0..config.relays + config.exits {
             let exit = i >= config.relays;
+            let c = &config.nickname_prefixes.1;
             let nickname = if exit {
-                format!("exit{i}")
+                format!("{c}exit{i}")
             } else {
-                format!("relay{i}")
+                format!("{c}relay{i}")
             };
             let dir = net.root.path().join(&nickname);
             std::fs::create_dir_all(&dir)?;
@@ -469,7 +518,7 @@ impl TorNet {
     pub fn add_client(&mut self, extra: &[String]) -> Result<usize> {
         let tor = tor_binary();
         let i = self.clients.len();
-        let nickname = format!("client{i}");
+        let nickname = format!("{}client{i}", self.config.nickname_prefixes.1);
         let dir = self.root.path().join(&nickname);
         std::fs::create_dir_all(&dir)?;
         let (socks, control_port) = (free_port(), free_port());
@@ -808,6 +857,11 @@ fn profile_dir() -> Result<PathBuf> {
 
 /// Builds `edge`, `circuit-worker` and `dirauth` in the running executable's profile.
 ///
+/// It builds every binary of the workspace (`--workspace --bins`), not just those three:
+/// that selection includes `workspace-hack` (through the launcher), so every crate gets
+/// the feature set the tests and `cargo run -p testnet` gave it, and nothing already
+/// built is compiled again (CI checks this with `cargo xtask one-build`).
+///
 /// # Errors
 /// When cargo fails.
 pub fn build_our_binaries() -> Result<()> {
@@ -815,16 +869,24 @@ pub fn build_our_binaries() -> Result<()> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // The workspace this crate belongs to, wherever the caller runs from.
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    cmd.args([
-        "build",
-        "--bin",
-        "edge",
-        "--bin",
-        "circuit-worker",
-        "--bin",
-        "dirauth",
-    ]);
-    cmd.args(["-p", "edge", "-p", "circuit-worker", "-p", "dirauth"]);
+    // Without what `cargo run`/`cargo test` set for the running program: build scripts
+    // such as ring's are rerun when `CARGO_PKG_NAME` and the like change, so inheriting
+    // them would rebuild ring, rustls and all above them here, and again in the next
+    // build from a plain shell.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || k.starts_with("CARGO_BIN_")
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(&*k);
+        }
+    }
+    cmd.args(["build", "--workspace", "--bins"]);
     if release {
         cmd.arg("--release");
     }

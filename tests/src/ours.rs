@@ -20,6 +20,23 @@ use crate::{Process, free_port, our_binary, wait_for};
 /// # Errors
 /// When keygen fails.
 pub fn relay_keygen(dir: &Path) -> Result<String> {
+    relay_keygen_ids(dir).map(|ids| ids.fingerprint)
+}
+
+/// A relay's two identities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayIds {
+    /// RSA fingerprint, 40 upper-case hex digits.
+    pub fingerprint: String,
+    /// Ed25519 master identity, unpadded base64.
+    pub ed25519: String,
+}
+
+/// Creates a relay identity bundle with `edge keygen`; returns both its identities.
+///
+/// # Errors
+/// When keygen fails.
+pub fn relay_keygen_ids(dir: &Path) -> Result<RelayIds> {
     let out = Command::new(our_binary("edge")?)
         .args(["keygen", "--keys-dir"])
         .arg(dir)
@@ -27,10 +44,16 @@ pub fn relay_keygen(dir: &Path) -> Result<String> {
     if !out.status.success() {
         bail!("edge keygen: {}", String::from_utf8_lossy(&out.stderr));
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("fingerprint ").map(str::to_owned))
-        .context("edge keygen printed no fingerprint")
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).map(str::to_owned))
+            .with_context(|| format!("edge keygen printed no `{name}` line"))
+    };
+    Ok(RelayIds {
+        fingerprint: field("fingerprint ")?,
+        ed25519: field("ed25519 ")?,
+    })
 }
 
 /// A round-robin TCP balancer on `listen` (an L4 load balancer in front of a fleet of
@@ -299,6 +322,8 @@ pub struct OurAuthority {
     pub v3ident: String,
     /// Relay fingerprint of its ORPort, hex.
     pub fingerprint: String,
+    /// Ed25519 identity of its ORPort, unpadded base64.
+    pub ed25519: String,
     /// DirPort.
     pub dir_port: u16,
     /// ORPort.
@@ -381,6 +406,8 @@ pub struct AuthorityOptions {
     pub versions: String,
     /// Extra `DIRAUTH__…` environment.
     pub extra_env: Vec<(String, String)>,
+    /// Put before `auth{i}` in nicknames (and directory names).
+    pub nickname_prefix: String,
 }
 
 /// Plans `n` authorities under `root`: keys, ports and `DirAuthority` lines; nothing runs
@@ -395,7 +422,7 @@ pub fn plan_authorities(
 ) -> Result<Vec<OurAuthority>> {
     let mut auths = Vec::new();
     for i in 0..n {
-        let nickname = format!("auth{i}");
+        let nickname = format!("{}auth{i}", opts.nickname_prefix);
         let data_dir = root.join(&nickname);
         std::fs::create_dir_all(&data_dir)?;
         let (dir_port, or_port, metrics_port) = (free_port(), free_port(), free_port());
@@ -412,11 +439,12 @@ pub fn plan_authorities(
             .lines()
             .find_map(|l| l.strip_prefix("v3ident ").map(str::to_owned))
             .context("no v3ident")?;
-        let fingerprint = relay_keygen(&data_dir.join("relay-keys"))?;
+        let ids = relay_keygen_ids(&data_dir.join("relay-keys"))?;
         auths.push(OurAuthority {
             nickname,
             v3ident,
-            fingerprint,
+            fingerprint: ids.fingerprint,
+            ed25519: ids.ed25519,
             dir_port,
             or_port,
             data_dir,

@@ -35,6 +35,22 @@ fn served(net: &TorNet, i: usize, flavor: &str) -> Option<(String, String, usize
     Some((text, va, sigs))
 }
 
+/// The v3 identities that signed a consensus, sorted (upper-case hex).
+fn signers(text: &str) -> Vec<String> {
+    let mut ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("directory-signature "))
+        .filter_map(|rest| {
+            let f: Vec<&str> = rest.split(' ').collect();
+            // `[algorithm] identity signing-key-digest`
+            let id = if f.len() == 3 { f[1] } else { *f.first()? };
+            Some(id.to_ascii_uppercase())
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
 fn get_text(net: &TorNet, i: usize, path: &str) -> String {
     let (status, b) =
         tests::http::get(net.ours[i].dir_addr(), path, Duration::from_secs(10)).unwrap();
@@ -99,7 +115,22 @@ fn our_authorities_run_a_network_c_tor_uses() {
     for a in &net.ours {
         assert!(consensus.router(&a.fingerprint).unwrap().has("Authority"));
     }
-    let first_desc = get_text(&net, 0, &format!("/tor/server/fp/{fp}"));
+    // A majority listed it; auth0 itself may take a moment longer to have it.
+    let first_desc = wait_for(
+        "auth0 to serve our descriptor",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let (status, b) = tests::http::get(
+                net.ours[0].dir_addr(),
+                &format!("/tor/server/fp/{fp}"),
+                Duration::from_secs(10),
+            )
+            .ok()?;
+            (status == 200).then(|| String::from_utf8(b).ok()).flatten()
+        },
+    )
+    .unwrap();
     assert!(first_desc.starts_with("router ours "));
 
     // A C client bootstraps from our authorities alone and fetches through the network.
@@ -121,7 +152,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
     let socks = net.socks_addr(client).unwrap();
     let got = wait_for(
         "a fetch through the network",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         Duration::from_secs(2),
         || fetch_via_socks(socks, http, 300_000, Duration::from_secs(30)).ok(),
     )
@@ -160,12 +191,11 @@ fn our_authorities_run_a_network_c_tor_uses() {
     let docs = net.scratch_dir("stem").unwrap();
     let md = get_text(&net, 0, "/tor/status-vote/current/consensus-microdesc");
     let digests: Vec<&str> = md.lines().filter_map(|l| l.strip_prefix("m ")).collect();
+    // The md consensus written is the one the microdescriptor digests came from (a new
+    // round could otherwise change them in between).
+    std::fs::write(docs.join("consensus-microdesc"), &md).unwrap();
     for (name, path) in [
         ("consensus", "/tor/status-vote/current/consensus".to_owned()),
-        (
-            "consensus-microdesc",
-            "/tor/status-vote/current/consensus-microdesc".to_owned(),
-        ),
         ("vote", "/tor/status-vote/current/authority".to_owned()),
         ("microdescs", format!("/tor/micro/d/{}", digests.join("-"))),
         ("keys", "/tor/keys/all".to_owned()),
@@ -173,7 +203,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
         std::fs::write(docs.join(name), get_text(&net, 0, &path)).unwrap();
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stem_check.py");
-    let out = Command::new("python3")
+    let out = Command::new(tests::stem_python())
         .arg(script)
         .arg(&docs)
         .output()
@@ -211,7 +241,15 @@ fn our_authorities_run_a_network_c_tor_uses() {
         "our relay to republish",
         Duration::from_secs(120),
         Duration::from_secs(2),
-        || (get_text(&net, 0, &format!("/tor/server/fp/{fp}")) != first_desc).then_some(()),
+        || {
+            let (status, b) = tests::http::get(
+                dir,
+                &format!("/tor/server/fp/{fp}"),
+                Duration::from_secs(10),
+            )
+            .ok()?;
+            (status == 200 && b != first_desc.as_bytes()).then_some(())
+        },
     )
     .unwrap();
     let s = post(first_desc.as_bytes());
@@ -223,23 +261,56 @@ fn our_authorities_run_a_network_c_tor_uses() {
         200
     );
 
-    // 2. One authority stops: the other two still publish, then it rejoins.
+    // 2. One authority stops: the other two still publish, then it rejoins. The stopped
+    // authority may already have signed the round in progress when it stopped, so the
+    // assertion is on the first consensus whose signers are exactly the running two.
     let (_, before, _) = served(&net, 0, "consensus").unwrap();
     net.ours[2].stop_dirauth();
+    let idents = |auths: &[tests::ours::OurAuthority]| {
+        let mut v: Vec<String> = auths
+            .iter()
+            .map(|a| a.v3ident.to_ascii_uppercase())
+            .collect();
+        v.sort();
+        v
+    };
+    let running = idents(&net.ours[..2]);
+    let mut last_signers = Vec::new();
+    // Every consensus seen while one authority is down must still list the C relays Running.
+    let mut dropped: Vec<String> = Vec::new();
     let two = wait_for(
-        "a consensus of the remaining two",
-        Duration::from_secs(60),
+        "a consensus signed by exactly the two running authorities",
+        Duration::from_secs(90),
         Duration::from_secs(1),
-        || served(&net, 0, "consensus").filter(|(_, va, _)| *va > before),
-    )
-    .unwrap();
-    assert_eq!(two.2, 2, "signed by the two running authorities");
+        || {
+            let (text, va, _) = served(&net, 0, "consensus").filter(|(_, va, _)| *va > before)?;
+            let parsed = Consensus::parse(&text)?;
+            for r in &net.relays {
+                if !parsed
+                    .router(&r.fingerprint)
+                    .is_some_and(|x| x.has("Running"))
+                {
+                    dropped.push(format!("{} at {va}", r.nickname));
+                }
+            }
+            last_signers = signers(&text);
+            (last_signers == running).then_some((text, va))
+        },
+    );
+    assert!(dropped.is_empty(), "C relays not Running: {dropped:?}");
+    two.as_ref()
+        .unwrap_or_else(|e| panic!("{e}; last signers {last_signers:?}, running {running:?}"));
+    let (_, two_va) = two.unwrap();
     net.ours[2].start_dirauth().unwrap();
+    let all = idents(&net.ours);
     let rejoined = wait_for(
         "the restarted authority to rejoin",
         Duration::from_secs(90),
         Duration::from_secs(1),
-        || served(&net, 2, "consensus-microdesc").filter(|(_, va, sigs)| *va > two.1 && *sigs == 3),
+        || {
+            served(&net, 2, "consensus-microdesc")
+                .filter(|(text, va, _)| *va > two_va && signers(text) == all)
+        },
     );
     if rejoined.is_err() {
         eprintln!("{}", net.ours[2].logs(60));

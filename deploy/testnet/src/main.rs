@@ -1,8 +1,9 @@
 //! `testnet`: brings up a private Tor network on this machine, all on 127.0.0.1 — by
 //! default three of our directory authorities and two of our relay clusters (edges +
 //! circuit workers), optionally C tor relays beside them — waits for its first consensus,
-//! verifies it by fetching a file through it with an unmodified C tor client, prints where
-//! everything is, and tears it all down on Ctrl-C or `testnet down`.
+//! verifies it by fetching a file through it with an unmodified client (C tor when `tor`
+//! is on PATH, else arti embedded here: see [`verify`]), prints where everything is
+//! ([`status`]), and tears it all down on Ctrl-C or `testnet down`.
 //!
 //! Invariants: every process it starts is recorded by PID in `<dir>/pids` and killed on
 //! exit (including by `down` from another shell); every wait is bounded; logs stay in
@@ -15,9 +16,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use sha2::{Digest, Sha256};
-use tests::ours::{ClusterSpec, RelayCluster, relay_keygen, start_cluster};
+use status::{Network, Node, Phases, display_name};
+use tests::ours::{ClusterSpec, RelayCluster, RelayIds, relay_keygen_ids, start_cluster};
 use tests::{NetConfig, TorNet, wait_for};
+use verify::{ARTI_VERSION, Verifier};
+
+mod status;
+mod verify;
+
+/// Where the network's files go unless `--dir` says otherwise.
+const DEFAULT_DIR: &str = "tornet";
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -44,14 +52,14 @@ enum Cmd {
 #[derive(Debug, Args)]
 struct DirArg {
     /// The network's directory.
-    #[arg(long, default_value = "tornet")]
+    #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
 struct UpArgs {
     /// The network's directory (logs, keys, state); emptied first.
-    #[arg(long, default_value = "tornet")]
+    #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
     /// Our directory authorities.
     #[arg(long, default_value_t = 3)]
@@ -78,6 +86,9 @@ struct UpArgs {
     /// Skip the client fetch that verifies the network.
     #[arg(long)]
     no_verify: bool,
+    /// The client that verifies: C tor when `tor` is on PATH, else the embedded arti.
+    #[arg(long, value_enum, default_value = "auto")]
+    verify_with: Verifier,
     /// Exit after verifying instead of running until Ctrl-C (for scripts and CI).
     #[arg(long)]
     exit_after_verify: bool,
@@ -90,7 +101,7 @@ fn main() -> Result<()> {
         Cmd::Status(d) => {
             let s = std::fs::read_to_string(d.dir.join("status")).with_context(|| {
                 format!(
-                    "no network in {} (start one with `testnet up`)",
+                    "no network in {} (start one with `cargo run -p testnet -- up`)",
                     d.dir.display()
                 )
             })?;
@@ -106,14 +117,40 @@ fn say(msg: &str) {
 }
 
 fn have_tor() -> bool {
-    std::process::Command::new("tor")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    verify::tor_version().is_some()
+}
+
+/// The command that stops this network, in the form the start command was typed: `cargo
+/// run [--release] -p testnet -- down` when started through cargo, else this binary's
+/// path; `--dir` when it is not the default.
+fn stop_command(dir_arg: &Path) -> String {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("testnet"));
+    let through_cargo = std::env::var_os("CARGO").is_some()
+        && std::env::var("CARGO_PKG_NAME").is_ok_and(|n| n == "testnet");
+    let mut cmd = if through_cargo {
+        let release = exe
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "release");
+        format!(
+            "cargo run{} -p testnet -- down",
+            if release { " --release" } else { "" }
+        )
+    } else {
+        let argv0 = std::env::args()
+            .next()
+            .unwrap_or_else(|| exe.display().to_string());
+        format!("{argv0} down")
+    };
+    if dir_arg != Path::new(DEFAULT_DIR) {
+        let _ = write!(cmd, " --dir {}", dir_arg.display());
+    }
+    cmd
 }
 
 fn up(a: &UpArgs) -> Result<()> {
     let pid_file = a.dir.join("pids");
+    let stop = stop_command(&a.dir);
     if let Ok(p) = std::fs::read_to_string(&pid_file)
         && let Some(pid) = p
             .lines()
@@ -123,7 +160,7 @@ fn up(a: &UpArgs) -> Result<()> {
         && tests::process::pid_alive(pid)
     {
         bail!(
-            "a network is already up in {} (pid {pid}); run `testnet down` first",
+            "a network is already up in {} (pid {pid}); run `{stop}` first",
             a.dir.display()
         );
     }
@@ -131,18 +168,23 @@ fn up(a: &UpArgs) -> Result<()> {
         bail!("a network needs at least one authority");
     }
     let tor = have_tor();
-    if (a.c_relays + a.c_exits > 0 || !a.no_verify) && !tor {
-        bail!(
-            "C tor relays and the verify step need Debian's `tor` (apt-get install -y tor); \
-             pass --no-verify to run without it"
-        );
+    if a.c_relays + a.c_exits > 0 && !tor {
+        bail!("C tor relays need Debian's `tor` (apt-get install -y tor)");
+    }
+    let verifier = a.verify_with.resolve(tor);
+    if !a.no_verify && verifier == Verifier::Tor && !tor {
+        bail!("--verify-with tor needs Debian's `tor` (apt-get install -y tor)");
     }
     let _ = std::fs::remove_dir_all(&a.dir);
     std::fs::create_dir_all(&a.dir)?;
     let dir = std::fs::canonicalize(&a.dir)?;
+    let mut phases = Phases::default();
     let t0 = Instant::now();
+    let mut lap = Instant::now();
     say("building edge, circuit-worker and dirauth");
     tests::build_our_binaries()?;
+    phases.build = lap.elapsed();
+    lap = Instant::now();
     say(&format!("starting {} authorities", a.authorities));
     let mut net = TorNet::start(&NetConfig {
         our_authorities: a.authorities,
@@ -151,6 +193,7 @@ fn up(a: &UpArgs) -> Result<()> {
         reachability_testing: true,
         voting_interval_secs: a.interval,
         root: Some(dir.clone()),
+        nickname_prefixes: ("ours".into(), "c".into()),
         ..NetConfig::default()
     })?;
     let policy: Vec<String> = a
@@ -158,18 +201,20 @@ fn up(a: &UpArgs) -> Result<()> {
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect();
-    let mut clusters: Vec<(String, RelayCluster)> = Vec::new();
+    let mut clusters: Vec<(RelayIds, RelayCluster)> = Vec::new();
     for i in 0..a.relays {
-        let name = format!("relay{i}");
+        let name = format!("oursrelay{i}");
         let keys = dir.join(format!("{name}-keys"));
-        let fp = relay_keygen(&keys)?;
+        let ids = relay_keygen_ids(&keys)?;
         let mut spec = ClusterSpec::new(&name, &keys, net.authority_dir_addrs());
         spec.workers = a.workers.max(1);
         spec.exit_policy = policy.clone();
         spec.dir_backend = Some(net.authority_dir_addrs()[i % a.authorities]);
-        clusters.push((fp, start_cluster(&dir, &spec)?));
+        clusters.push((ids, start_cluster(&dir, &spec)?));
     }
     write_pids(&pid_file, &net, &clusters)?;
+    phases.start = lap.elapsed();
+    lap = Instant::now();
     say(&format!(
         "{} processes up after {:.0?}; waiting for a consensus listing every relay as Running",
         net.pids().len() + clusters.iter().map(|c| c.1.procs.len()).sum::<usize>(),
@@ -177,56 +222,64 @@ fn up(a: &UpArgs) -> Result<()> {
     ));
     let mut fps: Vec<String> = net.ours.iter().map(|x| x.fingerprint.clone()).collect();
     fps.extend(net.relays.iter().map(|r| r.fingerprint.clone()));
-    fps.extend(clusters.iter().map(|c| c.0.clone()));
+    fps.extend(clusters.iter().map(|c| c.0.fingerprint.clone()));
+    let all_running = |c: &tests::Consensus| {
+        fps.iter()
+            .all(|f| c.router(f).is_some_and(|r| r.has("Running")))
+    };
     let consensus = net
-        .wait_for_consensus(Duration::from_secs(240), |c| {
-            fps.iter()
-                .all(|f| c.router(f).is_some_and(|r| r.has("Running")))
-        })
+        .wait_for_consensus(Duration::from_secs(240), all_running)
         .map_err(|e| anyhow::anyhow!("{e}\nlogs:\n{}", net.log_tails(15)))?;
+    phases.consensus = lap.elapsed();
+    lap = Instant::now();
     say(&format!(
         "consensus with {} relays after {:.0?}",
         consensus.routers.len(),
         t0.elapsed()
     ));
-    let mut socks = None;
+    let mut network = describe(&net, &clusters, &policy, a.workers.max(1), &dir);
+    network.stop_command = stop.clone();
+    std::fs::write(dir.join("arti.toml"), network.arti_toml())?;
+    std::fs::write(dir.join("torrc"), network.torrc())?;
     if !a.no_verify {
-        let client = net.add_client(&[])?;
-        write_pids(&pid_file, &net, &clusters)?;
-        say("verifying: a C tor client bootstraps and fetches 1 MB through the network");
-        wait_for(
-            "the client to bootstrap",
-            Duration::from_secs(120),
-            Duration::from_secs(1),
-            || {
-                net.clients[client]
-                    .control()
-                    .ok()?
-                    .getinfo("status/bootstrap-phase")
-                    .ok()
-                    .filter(|p| p.contains("PROGRESS=100"))
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{e}\nlogs:\n{}", net.log_tails(15)))?;
         let http = tests::traffic::start_http_server()?;
-        let addr = net.socks_addr(client).context("client has no SOCKS port")?;
         let n = 1 << 20;
-        let got = wait_for(
-            "a fetch through the network",
-            Duration::from_secs(60),
-            Duration::from_secs(2),
-            || tests::traffic::fetch_via_socks(addr, http, n, Duration::from_secs(30)).ok(),
-        )?;
-        if Sha256::digest(&got) != Sha256::digest(tests::traffic::body(n)) {
-            bail!("verify: the fetched file's SHA-256 does not match");
-        }
+        let client = match verifier {
+            Verifier::Tor => {
+                say("verifying: a C tor client bootstraps and fetches 1 MB through the network");
+                verify::with_c_tor(&mut net, http, n)?;
+                write_pids(&pid_file, &net, &clusters)?;
+                verify::tor_version()
+                    .map_or_else(|| "C tor".into(), |v| v.replace("Tor version ", "C tor "))
+            }
+            Verifier::Arti | Verifier::Auto => {
+                say(&format!(
+                    "verifying: the embedded arti client ({ARTI_VERSION}) bootstraps from {}/arti.toml and fetches 1 MB",
+                    dir.display()
+                ));
+                std::fs::create_dir_all(dir.join("arti"))?;
+                verify::with_arti(&network.arti_toml(), http, n, &dir.join("arti/arti.log"))?;
+                format!("embedded {ARTI_VERSION}")
+            }
+        };
+        let took = lap.elapsed();
         say(&format!(
-            "verified: 1 MB fetched with a matching SHA-256 after {:.0?}",
+            "verified: 1 MB fetched with a matching SHA-256 by {client} after {:.0?}",
             t0.elapsed()
         ));
-        socks = Some(addr);
+        phases.verified = Some((client, took));
     }
-    let status = status_text(&net, &clusters, socks, &dir);
+    // The flags as they are now (a consensus that lists every relay Running, as the one
+    // above did), and the C tor client (if it verified) as SOCKS proxy.
+    let latest = net
+        .wait_for_consensus(Duration::from_secs(60), all_running)
+        .unwrap_or(consensus);
+    let socks_port = network.suggested_socks_port;
+    network = describe_with(&net, &clusters, &policy, a.workers.max(1), &dir, &latest);
+    network.stop_command = stop;
+    network.suggested_socks_port = socks_port;
+    network.phases = phases;
+    let status = network.render();
     std::fs::write(dir.join("status"), &status)?;
     std::fs::write(
         dir.join("torrc-dirauthorities"),
@@ -236,7 +289,10 @@ fn up(a: &UpArgs) -> Result<()> {
     if a.exit_after_verify {
         say("--exit-after-verify: tearing down");
     } else {
-        say("running; Ctrl-C or `testnet down` stops it");
+        say(&format!(
+            "running; Ctrl-C or `{}` stops it",
+            network.stop_command
+        ));
         wait_for_signal_or_death(&mut net, &mut clusters);
     }
     drop(clusters);
@@ -247,7 +303,7 @@ fn up(a: &UpArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_pids(path: &Path, net: &TorNet, clusters: &[(String, RelayCluster)]) -> Result<()> {
+fn write_pids(path: &Path, net: &TorNet, clusters: &[(RelayIds, RelayCluster)]) -> Result<()> {
     let mut s = format!("testnet {}\n", std::process::id());
     for (name, pid) in net.pids() {
         let _ = writeln!(s, "{name} {pid}");
@@ -263,71 +319,140 @@ fn write_pids(path: &Path, net: &TorNet, clusters: &[(String, RelayCluster)]) ->
     Ok(())
 }
 
-fn status_text(
+fn describe(
     net: &TorNet,
-    clusters: &[(String, RelayCluster)],
-    socks: Option<std::net::SocketAddr>,
+    clusters: &[(RelayIds, RelayCluster)],
+    policy: &[String],
+    workers: usize,
     dir: &Path,
-) -> String {
-    let mut s = String::from("\n== private Tor network (all on 127.0.0.1) ==\n");
-    if let Some(a) = socks {
-        let _ = writeln!(
-            s,
-            "SOCKS proxy (C tor client): {a}   e.g. curl --socks5-hostname {a} http://127.0.0.1:PORT/"
-        );
-    }
-    let _ = writeln!(s, "\nauthorities:");
-    for a in &net.ours {
-        let m = a
-            .cluster
-            .as_ref()
-            .map(|c| c.metrics_ports.clone())
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "  {:<8} DirPort 127.0.0.1:{}  ORPort 127.0.0.1:{}  metrics: dirauth :{} edge/worker :{:?}\n           logs {}",
-            a.nickname,
-            a.dir_port,
-            a.or_port,
-            a.metrics_port,
-            m,
-            a.data_dir.display()
-        );
-    }
-    let _ = writeln!(s, "\nour relays:");
-    for (fp, c) in clusters {
-        let _ = writeln!(
-            s,
-            "  {:<8} ${fp}  ORPort 127.0.0.1:{}  metrics :{:?}",
-            c.name, c.or_port, c.metrics_ports
-        );
-    }
-    if !net.relays.is_empty() {
-        let _ = writeln!(s, "\nC tor relays:");
-        for r in &net.relays {
-            let _ = writeln!(
-                s,
-                "  {:<8} ${}  ORPort 127.0.0.1:{}  logs {}",
-                r.nickname,
-                r.fingerprint,
-                r.or_port,
-                r.data_dir.display()
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        "\nconsensus: curl http://127.0.0.1:{}/tor/status-vote/current/consensus\n\
-         your own tor: add the lines of {}/torrc-dirauthorities and TestingTorNetwork 1\n\
-         stop: testnet down --dir {}\n",
-        net.ours.first().map_or(0, |a| a.dir_port),
-        dir.display(),
-        dir.display()
-    );
-    s
+) -> Network {
+    let empty = tests::Consensus {
+        text: String::new(),
+        routers: Vec::new(),
+    };
+    describe_with(net, clusters, policy, workers, dir, &empty)
 }
 
-fn wait_for_signal_or_death(net: &mut TorNet, clusters: &mut [(String, RelayCluster)]) {
+/// The status picture of the network, flags taken from `consensus`.
+fn describe_with(
+    net: &TorNet,
+    clusters: &[(RelayIds, RelayCluster)],
+    policy: &[String],
+    workers: usize,
+    dir: &Path,
+    consensus: &tests::Consensus,
+) -> Network {
+    let flags = |fp: &str| consensus.router(fp).map(|r| r.flags.clone());
+    let c_tor = verify::tor_version().map_or_else(
+        || "C tor".to_owned(),
+        |v| v.replace("Tor version ", "C tor "),
+    );
+    let mut nodes = Vec::new();
+    for a in &net.ours {
+        let mut metrics = vec![("dirauth".to_owned(), a.metrics_port)];
+        let mut logs = vec![a.data_dir.join("dirauth.log")];
+        if let Some(c) = &a.cluster {
+            metrics.extend(cluster_metrics(c));
+            logs.extend(c.procs.iter().map(|p| p.log_path().to_owned()));
+        }
+        nodes.push(Node {
+            name: display_name(&a.nickname),
+            nickname: a.nickname.clone(),
+            kind: "ours: dirauth + 1 edge + 1 worker".into(),
+            role: "authority",
+            fingerprint: a.fingerprint.clone(),
+            ed25519: Some(a.ed25519.clone()),
+            or_port: Some(a.or_port),
+            dir_port: Some(a.dir_port),
+            v3ident: Some(a.v3ident.clone()),
+            metrics,
+            logs,
+            flags: flags(&a.fingerprint),
+            ..Node::default()
+        });
+    }
+    let exit = !policy.iter().all(|l| l.trim() == "reject *:*");
+    for (ids, c) in clusters {
+        nodes.push(Node {
+            name: display_name(&c.name),
+            nickname: c.name.clone(),
+            kind: format!(
+                "ours: {} edge{} + {workers} worker{}",
+                c.edge_ports.len(),
+                if c.edge_ports.len() == 1 { "" } else { "s" },
+                if workers == 1 { "" } else { "s" }
+            ),
+            role: if exit { "exit" } else { "middle" },
+            fingerprint: ids.fingerprint.clone(),
+            ed25519: Some(ids.ed25519.clone()),
+            or_port: Some(c.or_port),
+            metrics: cluster_metrics(c),
+            logs: c.procs.iter().map(|p| p.log_path().to_owned()).collect(),
+            flags: flags(&ids.fingerprint),
+            ..Node::default()
+        });
+    }
+    for r in &net.relays {
+        nodes.push(Node {
+            name: display_name(&r.nickname),
+            nickname: r.nickname.clone(),
+            kind: c_tor.clone(),
+            role: if r.role == tests::Role::Exit {
+                "exit"
+            } else {
+                "middle"
+            },
+            fingerprint: r.fingerprint.clone(),
+            ed25519: r.ed25519(),
+            or_port: Some(r.or_port),
+            logs: vec![r.data_dir.join("notice.log")],
+            flags: flags(&r.fingerprint),
+            ..Node::default()
+        });
+    }
+    for c in &net.clients {
+        nodes.push(Node {
+            name: display_name(&c.nickname),
+            nickname: c.nickname.clone(),
+            kind: c_tor.clone(),
+            role: "client",
+            socks_port: c.socks_port,
+            logs: vec![c.data_dir.join("notice.log")],
+            ..Node::default()
+        });
+    }
+    Network {
+        dir: dir.to_owned(),
+        nodes,
+        consensus_valid_after: consensus
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("valid-after "))
+            .unwrap_or("(none yet)")
+            .to_owned(),
+        suggested_socks_port: tests::free_port(),
+        ..Network::default()
+    }
+}
+
+/// `(process, port)` of a cluster's metrics endpoints: edges first, then workers, as
+/// [`RelayCluster::metrics_ports`] lists them.
+fn cluster_metrics(c: &RelayCluster) -> Vec<(String, u16)> {
+    let edges = c.edge_ports.len();
+    c.metrics_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i < edges {
+                (format!("edge{i}"), *p)
+            } else {
+                (format!("worker{}", i - edges), *p)
+            }
+        })
+        .collect()
+}
+
+fn wait_for_signal_or_death(net: &mut TorNet, clusters: &mut [(RelayIds, RelayCluster)]) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
