@@ -74,7 +74,7 @@ fn edge_authenticates_to_a_c_tor_relay() {
     let ours = format!("${} CONNECTED", authed_keys.rsa_identity().to_hex());
     let status = tests::wait_for(
         "our identity in orconn-status",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         Duration::from_millis(200),
         || {
             let s = ctl.getinfo("orconn-status").ok()?;
