@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 use tests::{NetConfig, Process, TorNet, free_port, our_binary, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The edge's handshake timeout here: long enough that the slow hostile peers are still
+/// open while the C tor client starts and links (bounded by `CLIENT_LINKED`), so the
+/// client really completes its handshake beside them.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long after the hostile peers opened the client must have linked.
+const CLIENT_LINKED: Duration = Duration::from_secs(40);
+
 async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     let mut buf = [0u8; 4096];
@@ -44,7 +51,10 @@ fn hostile_peers_beside_a_c_tor_client() {
         .env_clear()
         .env("EDGE__KEYS_DIR", &keys)
         .env("EDGE__ORPORT__LISTEN", orport.to_string())
-        .env("EDGE__ORPORT__HANDSHAKE_TIMEOUT_SECS", "3")
+        .env(
+            "EDGE__ORPORT__HANDSHAKE_TIMEOUT_SECS",
+            HANDSHAKE_TIMEOUT.as_secs().to_string(),
+        )
         .env(
             "EDGE__METRICS__LISTEN",
             format!("127.0.0.1:{}", free_port()),
@@ -64,6 +74,7 @@ fn hostile_peers_beside_a_c_tor_client() {
         .build()
         .unwrap();
     // Hostile peers, opened before the healthy one and held open while it connects.
+    let opened = Instant::now();
     let (mut silent, mut garbage, mut bad_cell) = rt.block_on(async {
         let silent = tokio::net::TcpStream::connect(orport).await.unwrap();
         let mut garbage = tokio::net::TcpStream::connect(orport).await.unwrap();
@@ -115,17 +126,30 @@ fn hostile_peers_beside_a_c_tor_client() {
         start.elapsed()
     );
 
+    let linked_after = opened.elapsed();
+    assert!(
+        linked_after < CLIENT_LINKED,
+        "the client took {linked_after:?} to link; the slow peers may have timed out first"
+    );
     rt.block_on(async {
+        // Garbage is refused at once; the slow peers were still open while the client
+        // linked, and the handshake timeout closes them afterwards.
         assert!(
-            closed_within(&mut garbage, Duration::from_secs(5)).await,
+            closed_within(&mut garbage, Duration::from_secs(10)).await,
             "garbage peer kept"
         );
         assert!(
-            closed_within(&mut silent, Duration::from_secs(8)).await,
-            "silent peer kept"
+            !closed_within(&mut silent, Duration::from_millis(100)).await,
+            "silent peer closed before the handshake timeout"
         );
         assert!(
-            closed_within(&mut bad_cell, Duration::from_secs(8)).await,
+            !closed_within(&mut bad_cell, Duration::from_millis(100)).await,
+            "truncated-cell peer closed before the handshake timeout"
+        );
+        let by = (HANDSHAKE_TIMEOUT + Duration::from_secs(20)).saturating_sub(opened.elapsed());
+        assert!(closed_within(&mut silent, by).await, "silent peer kept");
+        assert!(
+            closed_within(&mut bad_cell, Duration::from_secs(5)).await,
             "truncated cell kept"
         );
     });
