@@ -869,23 +869,9 @@ pub fn build_our_binaries() -> Result<()> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // The workspace this crate belongs to, wherever the caller runs from.
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    // Without what `cargo run`/`cargo test` set for the running program: build scripts
-    // such as ring's are rerun when `CARGO_PKG_NAME` and the like change, so inheriting
-    // them would rebuild ring, rustls and all above them here, and again in the next
-    // build from a plain shell.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_MANIFEST_")
-            || k.starts_with("CARGO_BIN_")
-            || matches!(
-                &*k,
-                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
-            )
-        {
-            cmd.env_remove(&*k);
-        }
-    }
+    // Without what `cargo run`/`cargo test` set for the running program, or ring and
+    // all above it would be rebuilt here and again in the next plain build.
+    xtask::without_run_env(&mut cmd);
     cmd.args(["build", "--workspace", "--bins"]);
     if release {
         cmd.arg("--release");

@@ -60,25 +60,11 @@ fn workspace() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
-/// `cargo` with the environment `cargo run` gave this process taken out again
-/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...). Build scripts such as ring's ask to be
-/// rerun when those change, so a nested cargo that inherits them rebuilds ring, rustls
-/// and everything above them, and the next build from a plain shell rebuilds them back.
+/// `cargo`, without the environment `cargo run` gave this process (see
+/// [`xtask::without_run_env`]).
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_MANIFEST_")
-            || k.starts_with("CARGO_BIN_")
-            || matches!(
-                &*k,
-                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
-            )
-        {
-            cmd.env_remove(&*k);
-        }
-    }
+    xtask::without_run_env(&mut cmd);
     cmd.current_dir(workspace());
     cmd
 }
