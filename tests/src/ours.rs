@@ -543,15 +543,20 @@ pub fn start_authorities(root: &Path, auths: &mut [OurAuthority]) -> Result<()> 
     Ok(())
 }
 
-/// The version of the local `tor` (e.g. `0.4.9.11`), for recommended-version lists.
+/// The version of the local `tor` (e.g. `0.4.9.11`), or `None` when `tor` is not on PATH.
+pub fn tor_version() -> Option<String> {
+    let out = Command::new("tor").arg("--version").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .map(|v| v.trim_end_matches('.').to_owned())
+}
+
+/// The version of the local `tor` (e.g. `0.4.9.11`), for recommended-version lists; a
+/// 0.4.9 default without one.
 pub fn local_tor_version() -> String {
-    let out = Command::new("tor").arg("--version").output();
-    out.ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .nth(2)
-                .map(|v| v.trim_end_matches('.').to_owned())
-        })
-        .unwrap_or_else(|| "0.4.9.11".to_owned())
+    tor_version().unwrap_or_else(|| "0.4.9.11".to_owned())
 }

@@ -116,10 +116,6 @@ fn say(msg: &str) {
     let _ = std::io::stdout().flush();
 }
 
-fn have_tor() -> bool {
-    verify::tor_version().is_some()
-}
-
 /// The command that stops this network, in the form the start command was typed: `cargo
 /// run [--release] -p testnet -- down` when started through cargo, else this binary's
 /// path; `--dir` when it is not the default.
@@ -167,7 +163,9 @@ fn up(a: &UpArgs) -> Result<()> {
     if a.authorities == 0 {
         bail!("a network needs at least one authority");
     }
-    let tor = have_tor();
+    // "C tor 0.4.9.11" when `tor` is on PATH.
+    let c_tor = tests::ours::tor_version().map(|v| format!("C tor {v}"));
+    let tor = c_tor.is_some();
     if a.c_relays + a.c_exits > 0 && !tor {
         bail!("C tor relays need Debian's `tor` (apt-get install -y tor)");
     }
@@ -237,8 +235,23 @@ fn up(a: &UpArgs) -> Result<()> {
         consensus.routers.len(),
         t0.elapsed()
     ));
-    let mut network = describe(&net, &clusters, &policy, a.workers.max(1), &dir);
-    network.stop_command = stop.clone();
+    let c_tor_label = c_tor.as_deref().unwrap_or("C tor");
+    let socks_port = tests::free_port();
+    let describe = |net: &TorNet, consensus: &tests::Consensus| {
+        let mut n = describe(
+            net,
+            &clusters,
+            &policy,
+            a.workers.max(1),
+            consensus,
+            c_tor_label,
+        );
+        n.dir = dir.clone();
+        n.stop_command = stop.clone();
+        n.suggested_socks_port = socks_port;
+        n
+    };
+    let mut network = describe(&net, &consensus);
     std::fs::write(dir.join("arti.toml"), network.arti_toml())?;
     std::fs::write(dir.join("torrc"), network.torrc())?;
     if !a.no_verify {
@@ -249,8 +262,7 @@ fn up(a: &UpArgs) -> Result<()> {
                 say("verifying: a C tor client bootstraps and fetches 1 MB through the network");
                 verify::with_c_tor(&mut net, http, n)?;
                 write_pids(&pid_file, &net, &clusters)?;
-                verify::tor_version()
-                    .map_or_else(|| "C tor".into(), |v| v.replace("Tor version ", "C tor "))
+                c_tor_label.to_owned()
             }
             Verifier::Arti | Verifier::Auto => {
                 say(&format!(
@@ -274,10 +286,7 @@ fn up(a: &UpArgs) -> Result<()> {
     let latest = net
         .wait_for_consensus(Duration::from_secs(60), all_running)
         .unwrap_or(consensus);
-    let socks_port = network.suggested_socks_port;
-    network = describe_with(&net, &clusters, &policy, a.workers.max(1), &dir, &latest);
-    network.stop_command = stop;
-    network.suggested_socks_port = socks_port;
+    network = describe(&net, &latest);
     network.phases = phases;
     let status = network.render();
     std::fs::write(dir.join("status"), &status)?;
@@ -319,34 +328,17 @@ fn write_pids(path: &Path, net: &TorNet, clusters: &[(RelayIds, RelayCluster)]) 
     Ok(())
 }
 
+/// The status picture of the network, flags taken from `consensus`; `c_tor` names what
+/// runs the C tor nodes. The caller fills in the directory, stop command and SOCKS port.
 fn describe(
     net: &TorNet,
     clusters: &[(RelayIds, RelayCluster)],
     policy: &[String],
     workers: usize,
-    dir: &Path,
-) -> Network {
-    let empty = tests::Consensus {
-        text: String::new(),
-        routers: Vec::new(),
-    };
-    describe_with(net, clusters, policy, workers, dir, &empty)
-}
-
-/// The status picture of the network, flags taken from `consensus`.
-fn describe_with(
-    net: &TorNet,
-    clusters: &[(RelayIds, RelayCluster)],
-    policy: &[String],
-    workers: usize,
-    dir: &Path,
     consensus: &tests::Consensus,
+    c_tor: &str,
 ) -> Network {
     let flags = |fp: &str| consensus.router(fp).map(|r| r.flags.clone());
-    let c_tor = verify::tor_version().map_or_else(
-        || "C tor".to_owned(),
-        |v| v.replace("Tor version ", "C tor "),
-    );
     let mut nodes = Vec::new();
     for a in &net.ours {
         let mut metrics = vec![("dirauth".to_owned(), a.metrics_port)];
@@ -396,7 +388,7 @@ fn describe_with(
         nodes.push(Node {
             name: display_name(&r.nickname),
             nickname: r.nickname.clone(),
-            kind: c_tor.clone(),
+            kind: c_tor.to_owned(),
             role: if r.role == tests::Role::Exit {
                 "exit"
             } else {
@@ -414,7 +406,7 @@ fn describe_with(
         nodes.push(Node {
             name: display_name(&c.nickname),
             nickname: c.nickname.clone(),
-            kind: c_tor.clone(),
+            kind: c_tor.to_owned(),
             role: "client",
             socks_port: c.socks_port,
             logs: vec![c.data_dir.join("notice.log")],
@@ -422,15 +414,14 @@ fn describe_with(
         });
     }
     Network {
-        dir: dir.to_owned(),
         nodes,
+        dir_authority_lines: net.dir_authority_lines().to_vec(),
         consensus_valid_after: consensus
             .text
             .lines()
             .find_map(|l| l.strip_prefix("valid-after "))
             .unwrap_or("(none yet)")
             .to_owned(),
-        suggested_socks_port: tests::free_port(),
         ..Network::default()
     }
 }

@@ -61,6 +61,8 @@ pub struct Network {
     pub dir: PathBuf,
     /// Every node.
     pub nodes: Vec<Node>,
+    /// The `DirAuthority` lines (C tor syntax) every node of the network uses.
+    pub dir_authority_lines: Vec<String>,
     /// `valid-after` of the consensus the flags come from.
     pub consensus_valid_after: String,
     /// Phase timings.
@@ -76,24 +78,6 @@ fn secs(d: Duration) -> String {
 }
 
 impl Network {
-    /// The `DirAuthority` lines (C tor syntax) of every authority.
-    pub fn dir_authority_lines(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| n.role == "authority")
-            .filter_map(|n| {
-                Some(format!(
-                    "DirAuthority {} orport={} no-v2 v3ident={} 127.0.0.1:{} {}",
-                    n.nickname,
-                    n.or_port?,
-                    n.v3ident.as_deref()?,
-                    n.dir_port?,
-                    n.fingerprint
-                ))
-            })
-            .collect()
-    }
-
     /// A complete torrc for a C tor client of this network.
     pub fn torrc(&self) -> String {
         let mut s = format!(
@@ -106,8 +90,8 @@ impl Network {
             dir = self.dir.display(),
             port = self.suggested_socks_port
         );
-        for l in self.dir_authority_lines() {
-            s.push_str(&l);
+        for l in &self.dir_authority_lines {
+            s.push_str(l);
             s.push('\n');
         }
         s
@@ -255,19 +239,18 @@ mod tests {
 
     #[test]
     fn torrc_lists_every_authority() {
-        let auth = |i: u16| Node {
-            name: format!("ours-auth{i}"),
-            nickname: format!("oursauth{i}"),
-            role: "authority",
-            fingerprint: format!("{:040X}", i),
-            or_port: Some(5000 + i),
-            dir_port: Some(6000 + i),
-            v3ident: Some(format!("{:040X}", 100 + i)),
-            ..Node::default()
+        let line = |i: u16| {
+            format!(
+                "DirAuthority oursauth{i} orport={} no-v2 v3ident={:040X} 127.0.0.1:{} {:040X}",
+                5000 + i,
+                100 + i,
+                6000 + i,
+                i
+            )
         };
         let net = Network {
             dir: PathBuf::from("/tmp/net"),
-            nodes: vec![auth(0), auth(1)],
+            dir_authority_lines: vec![line(0), line(1)],
             suggested_socks_port: 9999,
             ..Network::default()
         };

@@ -43,19 +43,6 @@ impl Verifier {
     }
 }
 
-/// The version line of the local C tor, e.g. `Tor version 0.4.9.11.`.
-pub fn tor_version() -> Option<String> {
-    let out = std::process::Command::new("tor")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().trim_end_matches('.').to_owned())
-}
-
 fn check_body(got: &[u8], n: usize) -> Result<()> {
     if Sha256::digest(got) != Sha256::digest(tests::traffic::body(n)) {
         bail!(
