@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use proto::runtime::{self, Error};
+use proto_io::{self, Error};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of environment overrides: `CIRCUIT_WORKER__GRPC__LISTEN=0.0.0.0:9201`.
@@ -28,7 +28,7 @@ pub struct Config {
     pub grpc: Grpc,
     /// Exit policy lines in Tor syntax, first match wins; must equal the edges'
     /// `exit_policy`, which they publish. Default: `["reject *:*"]` (not an exit).
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub exit_policy: Vec<String>,
     /// Reject loopback, RFC 1918, link-local and other private ranges before the policy
     /// (C tor's ExitPolicyRejectPrivate). Default: true.
@@ -128,7 +128,7 @@ impl Default for Log {
 /// # Errors
 /// [`Error::Config`] for a missing or malformed file, an unknown key or a bad value.
 pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, Error> {
-    runtime::load_config(file, env, ENV_PREFIX)
+    proto_io::load_config(file, env, ENV_PREFIX)
 }
 
 #[cfg(test)]
@@ -152,7 +152,7 @@ mod tests {
         let loaded = load(Some(&example()), &HashMap::new()).unwrap();
         assert_eq!(loaded, Config::default());
         let text = std::fs::read_to_string(example()).unwrap();
-        let defaults = runtime::to_toml(&Config::default()).unwrap();
+        let defaults = proto_io::to_toml(&Config::default()).unwrap();
         for line in defaults.lines().filter(|l| !l.trim().is_empty()) {
             assert!(
                 text.lines().any(|l| l.trim() == line),

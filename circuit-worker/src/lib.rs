@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand};
-use proto::runtime::{self, Error, ShutdownSignals};
+use proto_io::{self, Error, ShutdownSignals};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -83,12 +83,12 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
     let config = config::load(cli.config.as_deref(), env)?;
     match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
         Command::CheckConfig => {
-            out.write_all(runtime::to_toml(&config)?.as_bytes())?;
+            out.write_all(proto_io::to_toml(&config)?.as_bytes())?;
             out.flush()?;
             Ok(())
         }
         Command::Run(args) => {
-            runtime::init_tracing(&config.log.filter)?;
+            proto_io::init_tracing(&config.log.filter)?;
             let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -96,8 +96,8 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 .block_on(async {
                     // Before anything is announced, so an early SIGTERM is a clean exit.
                     let signals = ShutdownSignals::register()?;
-                    let metrics = runtime::bind(metrics_addr, "metrics.listen").await?;
-                    let grpc = runtime::bind(config.grpc.listen, "grpc.listen").await?;
+                    let metrics = proto_io::bind(metrics_addr, "metrics.listen").await?;
+                    let grpc = proto_io::bind(config.grpc.listen, "grpc.listen").await?;
                     run(&config, Listeners { metrics, grpc }, signals.recv()).await
                 })
         }
@@ -152,9 +152,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let handle = runtime::install_metrics_recorder()?;
-    runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
-    let keys = proto::runtime::keydir::load_worker_keys(&config.keys_dir)?;
+    let handle = proto_io::install_metrics_recorder()?;
+    proto_io::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
+    let keys = proto_io::keydir::load_worker_keys(&config.keys_dir)?;
     let policy = proto::netdoc::policy::ExitPolicy::parse(
         &config.exit_policy,
         config.exit_policy_reject_private,
@@ -175,7 +175,7 @@ pub async fn run(
     tracing::info!("metrics listening on {metrics_addr}");
     tracing::info!("gRPC listening on {grpc_addr}");
     tracing::info!(shards = n, "ready");
-    let svc = proto::rpc::circuit_worker_server::CircuitWorkerServer::new(
+    let svc = proto_io::rpc::circuit_worker_server::CircuitWorkerServer::new(
         service::WorkerService::new(shards),
     )
     .max_decoding_message_size(64 << 20);
@@ -196,7 +196,7 @@ pub async fn run(
         .add_service(svc)
         .serve_with_incoming(incoming);
     tokio::select! {
-        never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
+        never = proto_io::serve_metrics(listeners.metrics, handle) => match never {},
         r = server => {
             if let Err(e) = r {
                 tracing::error!("gRPC server failed: {e}");
@@ -240,8 +240,7 @@ mod tests {
         let keys = tempfile::tempdir().unwrap();
         let bundle =
             proto::keys::RelayKeys::generate(&mut rand::rngs::OsRng, 1_790_000_000, 86400).unwrap();
-        proto::runtime::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false)
-            .unwrap();
+        proto_io::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false).unwrap();
         let keys_dir = keys.path().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -1,4 +1,4 @@
-//! The worker side of the edge↔worker gRPC stream (`proto/rpc.proto`): one `Link` per
+//! The worker side of the edge↔worker gRPC stream (`proto/io/rpc.proto`): one `Link` per
 //! edge. Incoming batches are split per shard (by rendezvous on the circuit key for new
 //! circuits, by table for outbound circuits of extends) and handed to the shard actors
 //! with `send().await`, so a busy shard pushes back on its edge.
@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::Addr;
-use proto::rpc;
-use proto::rpc::circuit_worker_server::CircuitWorker;
+use proto_io::rpc;
+use proto_io::rpc::circuit_worker_server::CircuitWorker;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -142,7 +142,7 @@ impl CircuitWorker for WorkerService {
             tracing::info!(link, "edge link closed");
         });
         // Cells queued while the stream is busy go out together (many cells a message).
-        let out = ReceiverStream::new(proto::runtime::batch::coalesce(rx, 256, 4));
+        let out = ReceiverStream::new(proto_io::batch::coalesce(rx, 256, 4));
         let out = tokio_stream::StreamExt::map(out, Ok);
         Ok(Response::new(Box::pin(out) as LinkStream))
     }

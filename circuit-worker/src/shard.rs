@@ -24,7 +24,7 @@ use proto::circuit::{Action, RelayCircuit, ServerKeys};
 use proto::keys::WorkerKeys;
 use proto::netdoc::policy::ExitPolicy;
 use proto::relay_cell::msg::{Begin, Connected, EndReason};
-use proto::rpc;
+use proto_io::rpc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 

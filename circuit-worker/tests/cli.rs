@@ -191,8 +191,7 @@ fn run_serves_metrics_and_exits_cleanly_on_sigterm() {
     let keys = tempfile::tempdir().unwrap();
     let bundle =
         proto::keys::RelayKeys::generate(&mut rand::rngs::OsRng, 1_790_000_000, 86400).unwrap();
-    proto::runtime::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false)
-        .unwrap();
+    proto_io::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false).unwrap();
     let mut child = KillOnDrop(
         bin()
             .args(["run", "--metrics-listen", "127.0.0.1:0"])

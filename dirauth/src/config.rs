@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use proto::RsaIdentity;
-use proto::runtime::{self, Error};
+use proto_io::{self, Error};
 use serde::{Deserialize, Serialize};
 
 /// A configuration error with a message.
@@ -37,7 +37,7 @@ pub struct Config {
     /// `DirAuthority` lines (the keyword itself optional):
     /// `NICK orport=PORT no-v2 v3ident=HEX40 IP:DIRPORT RELAY-FINGERPRINT`. Default: none
     /// (the authority then runs alone, named by its own key certificate).
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub authorities: Vec<String>,
     /// Relay key bundle (made by `edge keygen`) of this authority's ORPort; it is the
     /// identity reachability tests authenticate with. Default: unset (tests then use an
@@ -177,13 +177,13 @@ impl Default for Reachability {
 pub struct Flags {
     /// Relays always voted Guard: `*`, nicknames or `$FINGERPRINT`s
     /// (`TestingDirAuthVoteGuard`). Default: none.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub vote_guard: Vec<String>,
     /// Relays always voted Exit (`TestingDirAuthVoteExit`). Default: none.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub vote_exit: Vec<String>,
     /// Relays always voted HSDir (`TestingDirAuthVoteHSDir`). Default: none.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub vote_hsdir: Vec<String>,
     /// Fast needs at least this many bytes/s (C's `FastFlagMinThreshold`; 0 in test
     /// networks). Default: 4.
@@ -219,14 +219,14 @@ impl Default for Flags {
 pub struct ConsensusOptions {
     /// `params` entries, `key=value` (int32). Never list two keys where one is a prefix of
     /// the other followed by `-` (C tor and stem disagree on their order). Default: none.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub params: Vec<String>,
     /// Recommended client versions (C tor aborts on a consensus without the line, stem
     /// refuses an empty one). Default: `["0.4.9.11"]`.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub client_versions: Vec<String>,
     /// Recommended relay versions. Default: `["0.4.9.11"]`.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub server_versions: Vec<String>,
 }
 
@@ -299,7 +299,7 @@ impl Default for Log {
 /// # Errors
 /// [`Error::Config`] for a missing or malformed file, an unknown key or a bad value.
 pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, Error> {
-    let c: Config = runtime::load_config(file, env, ENV_PREFIX)?;
+    let c: Config = proto_io::load_config(file, env, ENV_PREFIX)?;
     c.check()?;
     Ok(c)
 }
@@ -449,7 +449,7 @@ mod tests {
         let loaded = load(Some(&example()), &HashMap::new()).unwrap();
         assert_eq!(loaded, Config::default());
         let text = std::fs::read_to_string(example()).unwrap();
-        let defaults = runtime::to_toml(&Config::default()).unwrap();
+        let defaults = proto_io::to_toml(&Config::default()).unwrap();
         for line in defaults.lines().filter(|l| !l.trim().is_empty()) {
             assert!(
                 text.lines().any(|l| l.trim() == line),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use proto::keys::{KeyFile, RsaKeypair};
 use proto::netdoc::authcert::{self, AuthCert};
-use proto::runtime::{Error, keydir};
+use proto_io::{Error, keydir};
 use zeroize::Zeroizing;
 
 /// Identity key file name.

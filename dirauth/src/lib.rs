@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
-use proto::runtime::{self, Error, ShutdownSignals};
+use proto_io::{self, Error, ShutdownSignals};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -39,7 +39,7 @@ pub const COMPONENT: &str = "dirauth";
 /// Version reported in `dirauth_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub use proto::runtime::unix_now;
+pub use proto_io::unix_now;
 
 /// Command line of the `dirauth` binary.
 #[derive(Debug, Parser)]
@@ -103,7 +103,7 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
     let config = config::load(cli.config.as_deref(), env)?;
     match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
         Command::CheckConfig => {
-            out.write_all(runtime::to_toml(&config)?.as_bytes())?;
+            out.write_all(proto_io::to_toml(&config)?.as_bytes())?;
             out.flush()?;
             Ok(())
         }
@@ -133,7 +133,7 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
             Ok(())
         }
         Command::Run(args) => {
-            runtime::init_tracing(&config.log.filter)?;
+            proto_io::init_tracing(&config.log.filter)?;
             let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
             let dirport_addr = args.dirport_listen.unwrap_or(config.dirport.listen);
             tokio::runtime::Builder::new_multi_thread()
@@ -142,8 +142,8 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 .block_on(async {
                     // Before anything is announced, so an early SIGTERM is a clean exit.
                     let signals = ShutdownSignals::register()?;
-                    let metrics = runtime::bind(metrics_addr, "metrics.listen").await?;
-                    let dirport = runtime::bind(dirport_addr, "dirport.listen").await?;
+                    let metrics = proto_io::bind(metrics_addr, "metrics.listen").await?;
+                    let dirport = proto_io::bind(dirport_addr, "dirport.listen").await?;
                     run(&config, Listeners { metrics, dirport }, signals.recv()).await
                 })
         }
@@ -208,8 +208,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let handle = runtime::install_metrics_recorder()?;
-    runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
+    let handle = proto_io::install_metrics_recorder()?;
+    proto_io::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
     let keys = keys::load(&config.data_dir)?;
     let settings =
         authority::Settings::from_config(config, &keys.cert).map_err(config::config_error)?;
@@ -321,7 +321,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
+        never = proto_io::serve_metrics(listeners.metrics, handle) => match never {},
         () = dirport => {}
         () = reach => {}
         () = voting => {}

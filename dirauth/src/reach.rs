@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use edge::channel::{Channel, LinkContext};
 use proto::keys::{EdgeKeys, RelayKeys};
+use proto_io::channel::{Channel, LinkContext};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -24,7 +24,7 @@ pub fn link_context(
     now: u64,
 ) -> Result<Arc<LinkContext>, String> {
     let keys = match keys_dir {
-        Some(d) => proto::runtime::keydir::load_edge_keys(d).map_err(|e| e.to_string())?,
+        Some(d) => proto_io::keydir::load_edge_keys(d).map_err(|e| e.to_string())?,
         None => {
             let files = RelayKeys::generate(&mut rand::rngs::OsRng, now, 30 * 86400)
                 .and_then(|k| k.to_files())
@@ -56,7 +56,7 @@ pub async fn test(
             .await
             .map_err(|e| e.to_string())?;
         let tls = connector
-            .connect(edge::tls::random_server_name(), tcp)
+            .connect(proto_io::tls::random_server_name(), tcp)
             .await
             .map_err(|e| e.to_string())?;
         let ch = Channel::connect(
@@ -85,7 +85,7 @@ pub async fn run(
     parallel: usize,
     limit: Duration,
 ) {
-    let connector = match edge::tls::client_config() {
+    let connector = match proto_io::tls::client_config() {
         Ok(c) => tokio_rustls::TlsConnector::from(c),
         Err(e) => {
             tracing::error!("no TLS client configuration, so no reachability tests: {e}");

@@ -19,8 +19,8 @@ use proto::linkspec::ExtendTarget;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::channel::{CellHandler, ChanError, Channel, ChannelHandle, Peer};
-use crate::orport::LinkState;
+use proto_io::channel::{CellHandler, ChanError, Channel, ChannelHandle, Peer};
+use proto_io::tls::LinkState;
 
 /// Opens and shares outbound channels.
 pub struct ChannelManager {
@@ -53,7 +53,7 @@ impl ChannelManager {
     ) -> Result<Self, rustls::Error> {
         Ok(ChannelManager {
             state,
-            connector: tokio_rustls::TlsConnector::from(crate::tls::client_config()?),
+            connector: tokio_rustls::TlsConnector::from(proto_io::tls::client_config()?),
             open: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
             connect_timeout,
@@ -63,8 +63,8 @@ impl ChannelManager {
         })
     }
 
-    /// Sets what channels do with their cells (once; later calls are ignored). Until then
-    /// they answer CREATE* with DESTROY.
+    /// Sets what channels do with their cells (once; later calls are ignored). The edge
+    /// sets its router before it accepts or opens any channel.
     pub fn set_handler(&self, handler: Arc<dyn CellHandler>) {
         let _ = self.handler.set(handler);
     }
@@ -74,7 +74,7 @@ impl ChannelManager {
         self.handler
             .get()
             .cloned()
-            .unwrap_or_else(|| Arc::new(crate::channel::NoWorkers))
+            .unwrap_or_else(|| Arc::new(Refuse))
     }
 
     fn lookup(&self, id: &RsaIdentity) -> Option<ChannelHandle> {
@@ -170,7 +170,7 @@ impl ChannelManager {
         let _ = tcp.set_nodelay(true);
         let tls = self
             .connector
-            .connect(crate::tls::random_server_name(), tcp)
+            .connect(proto_io::tls::random_server_name(), tcp)
             .await?;
         let ch = Channel::connect(
             tls,
@@ -200,5 +200,28 @@ impl ChannelManager {
             }
         });
         Ok(handle)
+    }
+}
+
+/// The handler before one is set: closes the channel on its first cell. Unreachable in the
+/// edge (its router is set before the ORPort opens); it keeps `handler` total.
+struct Refuse;
+
+impl CellHandler for Refuse {
+    fn on_cell<'a>(
+        &'a self,
+        _chan: &'a ChannelHandle,
+        cell: proto::cell::ChanCell,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Option<proto::cell::ChanCell>, ChanError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(std::future::ready(Err(ChanError::Unexpected {
+            cmd: cell.cmd,
+            state: "edge starting up",
+        })))
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use proto::runtime::{self, Error};
+use proto_io::{self, Error};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of environment overrides: `EDGE__ORPORT__LISTEN=0.0.0.0:9001`.
@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "EDGE";
 pub struct Config {
     /// gRPC URLs of the circuit workers, e.g. `["http://worker-0:9201"]`. Default: empty
     /// (no workers). As an environment override, comma-separated.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub workers: Vec<String>,
     /// Directory holding the relay key bundle (certificates and the Ed25519 signing key).
     /// Default: `keys`, relative to the working directory.
@@ -93,7 +93,7 @@ pub struct Directory {
     /// DirPort addresses (`host:port`) of the directory authorities to upload the
     /// descriptor to with `POST /tor/`. Default: empty (publish nothing). As an environment
     /// override, comma-separated.
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub authorities: Vec<String>,
     /// Whether this edge publishes the descriptor. In a fleet, one edge publishing is
     /// enough; any edge can. Default: true.
@@ -115,7 +115,7 @@ pub struct Directory {
     pub publish_tap_key: bool,
     /// Exit policy lines in Tor syntax, first match wins, published in the descriptor; the
     /// circuit workers must enforce the same. Default: `["reject *:*"]` (not an exit).
-    #[serde(deserialize_with = "runtime::string_or_list")]
+    #[serde(deserialize_with = "proto_io::string_or_list")]
     pub exit_policy: Vec<String>,
     /// Publish rejections of private ranges before the policy (C tor's
     /// ExitPolicyRejectPrivate). Default: true.
@@ -187,7 +187,7 @@ impl Default for Log {
 /// # Errors
 /// [`Error::Config`] for a missing or malformed file, an unknown key or a bad value.
 pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, Error> {
-    runtime::load_config(file, env, ENV_PREFIX)
+    proto_io::load_config(file, env, ENV_PREFIX)
 }
 
 #[cfg(test)]
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(loaded, Config::default());
         // Every default, as check-config prints it, appears verbatim in the example.
         let text = std::fs::read_to_string(example()).unwrap();
-        let defaults = runtime::to_toml(&Config::default()).unwrap();
+        let defaults = proto_io::to_toml(&Config::default()).unwrap();
         for line in defaults.lines().filter(|l| !l.trim().is_empty()) {
             assert!(
                 text.lines().any(|l| l.trim() == line),

@@ -10,13 +10,11 @@
 //! ones it binds.
 
 pub mod chanmgr;
-pub mod channel;
 pub mod config;
 pub mod descriptor;
 pub mod orport;
 pub mod publish;
 pub mod router;
-pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +24,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand};
-use proto::runtime::{self, Error, ShutdownSignals};
+use proto_io::tls;
+use proto_io::{self, Error, ShutdownSignals};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -102,7 +101,7 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
     let config = config::load(cli.config.as_deref(), env)?;
     match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
         Command::CheckConfig => {
-            out.write_all(runtime::to_toml(&config)?.as_bytes())?;
+            out.write_all(proto_io::to_toml(&config)?.as_bytes())?;
             out.flush()?;
             Ok(())
         }
@@ -111,7 +110,7 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
             keygen(&dir, &args, SystemTime::now(), out)
         }
         Command::Run(args) => {
-            runtime::init_tracing(&config.log.filter)?;
+            proto_io::init_tracing(&config.log.filter)?;
             let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -119,8 +118,8 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 .block_on(async {
                     // Before anything is announced, so an early SIGTERM is a clean exit.
                     let signals = ShutdownSignals::register()?;
-                    let metrics = runtime::bind(metrics_addr, "metrics.listen").await?;
-                    let orport = runtime::bind(config.orport.listen, "orport.listen").await?;
+                    let metrics = proto_io::bind(metrics_addr, "metrics.listen").await?;
+                    let orport = proto_io::bind(config.orport.listen, "orport.listen").await?;
                     run(&config, Listeners { metrics, orport }, signals.recv()).await
                 })
         }
@@ -140,7 +139,7 @@ pub fn keygen(
     out: &mut impl Write,
 ) -> Result<(), Error> {
     use proto::keys::RelayKeys;
-    use proto::runtime::keydir;
+    use proto_io::keydir;
     let now = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -195,8 +194,8 @@ pub const LINK_CERT_LIFETIME_SECS: u64 = 2 * 24 * 3600;
 fn link_state(
     keys: &proto::keys::EdgeKeys,
     my_addrs: &[std::net::IpAddr],
-) -> Result<orport::LinkState, Error> {
-    let now = runtime::unix_now();
+) -> Result<tls::LinkState, Error> {
+    let now = proto_io::unix_now();
     let (certs, tls_key) = proto::link::LinkCerts::generate(
         &mut rand::rngs::OsRng,
         keys,
@@ -209,9 +208,9 @@ fn link_state(
         .map_err(|e| Error::Keys(e.to_string()))?;
     let server_tls = tls::server_config(&certs.link_cert_der, &tls_der)
         .map_err(|e| Error::Keys(format!("TLS: {e}")))?;
-    Ok(orport::LinkState {
+    Ok(tls::LinkState {
         tls: tokio_rustls::TlsAcceptor::from(server_tls),
-        ctx: std::sync::Arc::new(channel::LinkContext {
+        ctx: std::sync::Arc::new(proto_io::channel::LinkContext {
             certs,
             my_addrs: my_addrs.to_vec(),
         }),
@@ -229,9 +228,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let handle = runtime::install_metrics_recorder()?;
-    runtime::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
-    let keys = std::sync::Arc::new(proto::runtime::keydir::load_edge_keys(&config.keys_dir)?);
+    let handle = proto_io::install_metrics_recorder()?;
+    proto_io::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
+    let keys = std::sync::Arc::new(proto_io::keydir::load_edge_keys(&config.keys_dir)?);
     let orport_addr = listeners.orport.local_addr()?;
     let advertised = config.orport.advertised_address.unwrap_or(orport_addr);
     let my_addrs = vec![advertised.ip()];
@@ -267,11 +266,10 @@ pub async fn run(
         )
         .map_err(|e| Error::Keys(format!("TLS: {e}")))?,
     );
-    if !config.workers.is_empty() {
-        let router = router::Router::new(&config.workers, channels.clone(), keys.rsa_identity());
-        router.start();
-        channels.set_handler(router);
-    }
+    // With no workers the router refuses every CREATE* with DESTROY (RESOURCELIMIT).
+    let router = router::Router::new(&config.workers, channels.clone(), keys.rsa_identity());
+    router.start();
+    channels.set_handler(router);
     let orport = orport::serve(listeners.orport, state_rx, limits, channels, stop_rx);
     tokio::pin!(orport);
     let rotation = std::time::Duration::from_secs(config.orport.tls_rotation_secs.max(1));
@@ -292,7 +290,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        never = runtime::serve_metrics(listeners.metrics, handle) => match never {},
+        never = proto_io::serve_metrics(listeners.metrics, handle) => match never {},
         never = rotate => match never {},
         () = publisher => {}
         () = &mut orport => {}

@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::channel::{ChanError, Channel, LinkContext, Peer};
+use proto_io::channel::{ChanError, Channel, LinkContext, Peer};
+use proto_io::tls::LinkState;
 
 /// Limits and timeouts of the ORPort.
 #[derive(Clone, Debug)]
@@ -27,23 +28,6 @@ pub struct OrPortLimits {
     pub idle_timeout: Duration,
     /// Concurrent connections.
     pub max_channels: usize,
-}
-
-/// What a new connection is served with: the TLS acceptor and the link certificates that
-/// match it. Replaced as a whole when the link certificate rotates, so a connection never
-/// sees a TLS certificate from one generation and CERTS from another.
-#[derive(Clone)]
-pub struct LinkState {
-    /// TLS acceptor presenting the current link certificate.
-    pub tls: TlsAcceptor,
-    /// The matching certificates.
-    pub ctx: Arc<LinkContext>,
-}
-
-impl std::fmt::Debug for LinkState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkState").finish_non_exhaustive()
-    }
 }
 
 /// Serves the ORPort on `listener` until `shutdown` turns true. Each connection uses the

@@ -18,12 +18,12 @@ use bytes::Bytes;
 use proto::cell::msg::DestroyReason;
 use proto::cell::{CELL_PAYLOAD_LEN, ChanCell, ChanCmd, circ_id_ok_from_peer};
 use proto::linkspec::{LinkSpec, check_extend_targets};
-use proto::rpc;
 use proto::{CircId, RsaIdentity};
 use tokio::sync::mpsc;
 
 use crate::chanmgr::ChannelManager;
-use crate::channel::{CellHandler, ChanError, ChannelHandle, link_level};
+use proto_io::channel::{CellHandler, ChanError, ChannelHandle, link_level};
+use proto_io::rpc;
 
 /// Messages queued toward one worker before a channel reader waits.
 const WORKER_QUEUE: usize = 1024;
@@ -160,7 +160,7 @@ impl Router {
         .await
         .map_err(|e| e.to_string())?;
         // Cells queued while the stream is busy go out together (many cells a message).
-        let rx = proto::runtime::batch::coalesce(rx, WORKER_BATCH, 4);
+        let rx = proto_io::batch::coalesce(rx, WORKER_BATCH, 4);
         let mut replies = client
             .link(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await

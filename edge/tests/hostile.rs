@@ -8,9 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use edge::channel::{Channel, LinkContext, Peer};
 use proto::keys::{EdgeKeys, RelayKeys};
 use proto::link::LinkCerts;
+use proto_io::channel::{Channel, LinkContext, Peer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -40,10 +40,10 @@ fn peer_ctx() -> LinkContext {
 }
 
 async fn tls(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let connector = tokio_rustls::TlsConnector::from(edge::tls::client_config().unwrap());
+    let connector = tokio_rustls::TlsConnector::from(proto_io::tls::client_config().unwrap());
     let tcp = TcpStream::connect(addr).await.unwrap();
     connector
-        .connect(edge::tls::random_server_name(), tcp)
+        .connect(proto_io::tls::random_server_name(), tcp)
         .await
         .unwrap()
 }

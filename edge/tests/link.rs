@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use edge::channel::{ChanError, Channel, LinkContext, Peer};
 use proto::keys::{EdgeKeys, RelayKeys};
 use proto::link::LinkCerts;
+use proto_io::channel::{ChanError, Channel, LinkContext, Peer};
 use tokio::net::{TcpListener, TcpStream};
 
 fn now() -> u64 {
@@ -48,7 +48,8 @@ async fn handshake(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(
-        edge::tls::server_config(&responder.ctx.certs.link_cert_der, &responder.tls_der).unwrap(),
+        proto_io::tls::server_config(&responder.ctx.certs.link_cert_der, &responder.tls_der)
+            .unwrap(),
     );
     let rctx = responder.ctx.clone();
     let server = tokio::spawn(async move {
@@ -59,10 +60,10 @@ async fn handshake(
             .map(|c| c.peer.clone())
             .map_err(|e| e.to_string())
     });
-    let connector = tokio_rustls::TlsConnector::from(edge::tls::client_config().unwrap());
+    let connector = tokio_rustls::TlsConnector::from(proto_io::tls::client_config().unwrap());
     let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = connector
-        .connect(edge::tls::random_server_name(), tcp)
+        .connect(proto_io::tls::random_server_name(), tcp)
         .await
         .unwrap();
     let client = Channel::connect(
@@ -126,7 +127,7 @@ async fn channel_manager_reuses_one_link_per_identity() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(
-        edge::tls::server_config(&resp.ctx.certs.link_cert_der, &resp.tls_der).unwrap(),
+        proto_io::tls::server_config(&resp.ctx.certs.link_cert_der, &resp.tls_der).unwrap(),
     );
     let accepts = Arc::new(AtomicUsize::new(0));
     let (kill_tx, kill_rx) = tokio::sync::watch::channel(false);
@@ -142,19 +143,15 @@ async fn channel_manager_reuses_one_link_per_identity() {
                 let ch = Channel::accept(tls, &rctx, peer.ip(), Duration::from_secs(10))
                     .await
                     .unwrap();
-                let (_h, task) = ch.spawn(
-                    Duration::from_secs(60),
-                    Arc::new(edge::channel::NoWorkers),
-                    kill,
-                );
+                let (_h, task) = ch.spawn(Duration::from_secs(60), Arc::new(IgnoreCells), kill);
                 let _ = task.await;
             });
         }
     });
 
-    let state = edge::orport::LinkState {
+    let state = proto_io::tls::LinkState {
         tls: tokio_rustls::TlsAcceptor::from(
-            edge::tls::server_config(&me.ctx.certs.link_cert_der, &me.tls_der).unwrap(),
+            proto_io::tls::server_config(&me.ctx.certs.link_cert_der, &me.tls_der).unwrap(),
         ),
         ctx: me.ctx.clone(),
     };
@@ -222,7 +219,7 @@ async fn responder_speaks_tls12_and_tls13() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(
-        edge::tls::server_config(&r.ctx.certs.link_cert_der, &r.tls_der).unwrap(),
+        proto_io::tls::server_config(&r.ctx.certs.link_cert_der, &r.tls_der).unwrap(),
     );
     tokio::spawn(async move {
         loop {
@@ -241,19 +238,39 @@ async fn responder_speaks_tls12_and_tls13() {
         (&rustls::version::TLS13, "TLSv1_3"),
     ] {
         // A client that offers only this version, like an old or a new C tor.
-        let cfg = rustls::ClientConfig::builder_with_provider(edge::tls::provider())
+        let cfg = rustls::ClientConfig::builder_with_provider(proto_io::tls::provider())
             .with_protocol_versions(&[version])
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(edge::tls::accept_any_verifier())
+            .with_custom_certificate_verifier(proto_io::tls::accept_any_verifier())
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
         let tcp = TcpStream::connect(addr).await.unwrap();
         let tls = connector
-            .connect(edge::tls::random_server_name(), tcp)
+            .connect(proto_io::tls::random_server_name(), tcp)
             .await
             .unwrap();
         let got = tls.get_ref().1.protocol_version().unwrap();
         assert_eq!(format!("{got:?}"), name);
+    }
+}
+
+/// A channel handler that drops every cell (these tests look at links, not circuits).
+struct IgnoreCells;
+
+impl proto_io::channel::CellHandler for IgnoreCells {
+    fn on_cell<'a>(
+        &'a self,
+        _chan: &'a proto_io::channel::ChannelHandle,
+        _cell: proto::cell::ChanCell,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Option<proto::cell::ChanCell>, proto_io::channel::ChanError>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }

@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use edge::channel::{Channel, LinkContext, Peer};
 use proto::keys::{EdgeKeys, RelayKeys};
 use proto::link::LinkCerts;
+use proto_io::channel::{Channel, LinkContext, Peer};
 use tokio::net::{TcpListener, TcpStream};
 
 fn now() -> u64 {
@@ -34,10 +34,10 @@ fn peer_ctx() -> LinkContext {
 
 /// Connects, completes the handshake, returns the TLS certificate the edge presented.
 async fn connect(addr: std::net::SocketAddr, ctx: &LinkContext) -> Vec<u8> {
-    let connector = tokio_rustls::TlsConnector::from(edge::tls::client_config().unwrap());
+    let connector = tokio_rustls::TlsConnector::from(proto_io::tls::client_config().unwrap());
     let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = connector
-        .connect(edge::tls::random_server_name(), tcp)
+        .connect(proto_io::tls::random_server_name(), tcp)
         .await
         .unwrap();
     let cert = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();

@@ -10,7 +10,8 @@
 //!   CERTS, AUTH_CHALLENGE, AUTHENTICATE, NETINFO, CREATE*, DESTROY, PADDING_NEGOTIATE).
 //! - [`relay_cell`]: relay cells and messages, tor-spec §6 (BEGIN … RESOLVED, SENDME, EXTEND2).
 //! - [`link`]: the link handshake's CERTS checks and AUTHENTICATE (tor-spec §4).
-//! - [`netdoc`]: directory documents (dir-spec): the server descriptor.
+//! - [`netdoc`]: directory documents (dir-spec): descriptors, microdescriptors, votes,
+//!   consensuses, authority certificates, exit policies.
 //! - [`linkspec`]: link specifiers, tor-spec §5.1.2.
 //! - [`cert`]: certificates (cert-spec): Ed25519 certs, the RSA identity X.509 cert, the
 //!   RSA→Ed25519 crosscert, the descriptor's onion-key crosscerts.
@@ -18,10 +19,10 @@
 //! - [`circuit`]: the relay side of a circuit as a sans-io engine (events in, actions out).
 //! - [`handshake`]: circuit handshakes: CREATE_FAST (KDF-TOR), ntor, ntor v3.
 //! - [`crypto`]: the tor1 relay-crypto layer (tor-spec §5.2, §6.1).
-//! - [`rpc`]: the edge↔worker gRPC schema (the only module that names tonic).
-//! - `runtime` (feature `runtime`): the only I/O-owning module — config loading, logging,
-//!   the Prometheus endpoint and signals for the binaries. It lives here because all three
-//!   binaries share it and the top-level layout is fixed; the protocol modules never use it.
+//!
+//! The I/O the binaries share (config, telemetry, signals, key files, the gRPC schema and
+//! the tokio link driver) is the sibling crate `proto-io` (`proto/io`); this crate's
+//! normal dependencies hold no async runtime, socket or HTTP code.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -37,9 +38,6 @@ pub mod link;
 pub mod linkspec;
 pub mod netdoc;
 pub mod relay_cell;
-pub mod rpc;
-#[cfg(feature = "runtime")]
-pub mod runtime;
 
 pub use error::{Error, Result};
 pub use ids::{CircId, Ed25519Identity, RsaIdentity, StreamId};

@@ -79,10 +79,10 @@ fn hostile_peers_beside_a_c_tor_client() {
         let silent = tokio::net::TcpStream::connect(orport).await.unwrap();
         let mut garbage = tokio::net::TcpStream::connect(orport).await.unwrap();
         garbage.write_all(&[0xff; 300]).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(edge::tls::client_config().unwrap());
+        let connector = tokio_rustls::TlsConnector::from(proto_io::tls::client_config().unwrap());
         let tcp = tokio::net::TcpStream::connect(orport).await.unwrap();
         let mut bad_cell = connector
-            .connect(edge::tls::random_server_name(), tcp)
+            .connect(proto_io::tls::random_server_name(), tcp)
             .await
             .unwrap();
         // A truncated VERSIONS cell, then nothing.

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use edge::channel::{Channel, LinkContext, Peer};
 use proto::keys::{EdgeKeys, RelayKeys};
 use proto::link::LinkCerts;
+use proto_io::channel::{Channel, LinkContext, Peer};
 use tests::{NetConfig, TorNet};
 
 #[test]
@@ -41,9 +41,10 @@ fn edge_authenticates_to_a_c_tor_relay() {
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             };
-            let connector = tokio_rustls::TlsConnector::from(edge::tls::client_config().unwrap());
+            let connector =
+                tokio_rustls::TlsConnector::from(proto_io::tls::client_config().unwrap());
             let tls = connector
-                .connect(edge::tls::random_server_name(), tcp)
+                .connect(proto_io::tls::random_server_name(), tcp)
                 .await
                 .unwrap();
             Channel::connect(

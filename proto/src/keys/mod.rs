@@ -26,7 +26,7 @@
 //!
 //! This module is sans-io: it turns keys into [`KeyFile`]s and back through a loader
 //! closure. Writing with the right modes and refusing group/world-readable secrets is
-//! `proto::runtime::keydir`'s job.
+//! `proto_io::keydir`'s job.
 
 mod ed25519;
 mod rsa;

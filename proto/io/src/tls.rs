@@ -13,8 +13,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use tokio_rustls::TlsAcceptor;
 
-/// The rustls crypto provider used everywhere in the edge.
+use crate::channel::LinkContext;
+
+/// The rustls crypto provider of every Tor link.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -106,5 +109,22 @@ impl ServerCertVerifier for TorLinkVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+/// What a new connection is served with: the TLS acceptor and the link certificates that
+/// match it. Replaced as a whole when the link certificate rotates, so a connection never
+/// sees a TLS certificate from one generation and CERTS from another.
+#[derive(Clone)]
+pub struct LinkState {
+    /// TLS acceptor presenting the current link certificate.
+    pub tls: TlsAcceptor,
+    /// The matching certificates.
+    pub ctx: Arc<LinkContext>,
+}
+
+impl std::fmt::Debug for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkState").finish_non_exhaustive()
     }
 }

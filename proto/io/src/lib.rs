@@ -1,11 +1,10 @@
-//! Process runtime shared by the `edge`, `circuit-worker` and `dirauth` binaries
-//! (DESIGN.md "Observability and config"): configuration loading, log set-up, the
-//! Prometheus `/metrics` endpoint and shutdown signals.
-//!
-//! This is the one module of `proto` that does I/O (files, sockets, clocks, signals). It is
-//! behind the `runtime` feature, which only the binaries enable, so the protocol core stays
-//! sans-io; it lives here because the three binaries share it and the workspace's top-level
-//! layout is fixed (no separate "common" crate).
+//! `proto-io`: the I/O shell shared by the `edge`, `circuit-worker` and `dirauth` binaries
+//! (DESIGN.md "Observability and config"). `proto` is sans-io; everything two or more
+//! binaries need that touches files, sockets, clocks or signals lives here:
+//! configuration loading, log set-up, the Prometheus `/metrics` endpoint, shutdown
+//! signals ([this module](self)), key directories ([`keydir`]), the edge↔worker gRPC
+//! schema ([`rpc`], [`batch`]), rustls set-up for Tor links ([`tls`]) and the tokio
+//! driver of one Tor link ([`channel`]).
 //!
 //! Invariants:
 //! - Configuration comes from an explicit file path and an explicit environment map, never
@@ -16,7 +15,10 @@
 //! - Nothing here logs a peer's address.
 
 pub mod batch;
+pub mod channel;
 pub mod keydir;
+pub mod rpc;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -564,37 +566,11 @@ mod tests {
             .collect()
     }
 
-    fn toml_file(text: &str) -> tempfile_lite::TempFile {
-        tempfile_lite::TempFile::new(text)
-    }
-
-    /// A tiny self-deleting temporary file (proto has no tempfile dependency).
-    mod tempfile_lite {
-        use std::path::{Path, PathBuf};
-        use std::sync::atomic::{AtomicU32, Ordering};
-
-        pub struct TempFile(PathBuf);
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-
-        impl TempFile {
-            pub fn new(text: &str) -> Self {
-                let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let path = std::env::temp_dir().join(format!(
-                    "proto-runtime-test-{}-{n}.toml",
-                    std::process::id()
-                ));
-                std::fs::write(&path, text).unwrap();
-                TempFile(path)
-            }
-            pub fn path(&self) -> &Path {
-                &self.0
-            }
-        }
-        impl Drop for TempFile {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Reading and writing a key directory (the layout is documented in [`crate::keys`]).
+//! Reading and writing a key directory (the layout is documented in [`proto::keys`]).
 //!
 //! Invariants:
 //! - Secret files are created 0600 (inside a 0700 directory) by writing a temporary file
@@ -15,9 +15,9 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::{Error, Result};
-use crate::keys::{self, EdgeKeys, KeyFile, RelayKeys, WorkerKeys};
+use proto::keys::{self, EdgeKeys, KeyFile, RelayKeys, WorkerKeys};
 
-fn keys_err(e: crate::Error) -> Error {
+fn keys_err(e: proto::Error) -> Error {
     Error::Keys(e.to_string())
 }
 
@@ -101,7 +101,7 @@ pub fn load_edge_keys(dir: &Path) -> Result<EdgeKeys> {
     let mut io_err = None;
     let r = EdgeKeys::load(|name| {
         read_or_stash(dir, name, &mut io_err)?.ok_or_else(|| {
-            crate::Error::Key(format!("missing key file {}", dir.join(name).display()))
+            proto::Error::Key(format!("missing key file {}", dir.join(name).display()))
         })
     });
     finish(r, io_err)
@@ -123,15 +123,15 @@ fn read_or_stash(
     dir: &Path,
     name: &str,
     stash: &mut Option<Error>,
-) -> crate::Result<Option<Zeroizing<Vec<u8>>>> {
+) -> proto::Result<Option<Zeroizing<Vec<u8>>>> {
     read_key_file(dir, name).map_err(|e| {
         let msg = e.to_string();
         *stash = Some(e);
-        crate::Error::Key(msg)
+        proto::Error::Key(msg)
     })
 }
 
-fn finish<T>(r: crate::Result<T>, stash: Option<Error>) -> Result<T> {
+fn finish<T>(r: proto::Result<T>, stash: Option<Error>) -> Result<T> {
     match (r, stash) {
         (Ok(v), _) => Ok(v),
         (Err(_), Some(e)) => Err(e),
@@ -142,7 +142,7 @@ fn finish<T>(r: crate::Result<T>, stash: Option<Error>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{DEFAULT_SIGNING_KEY_LIFETIME_SECS, files};
+    use proto::keys::{DEFAULT_SIGNING_KEY_LIFETIME_SECS, files};
     use rand::SeedableRng;
 
     const NOW: u64 = 1_790_000_000;

@@ -1,4 +1,4 @@
-//! Compiles `proto/rpc.proto` with a pure-Rust protobuf compiler (protox), so a fresh
+//! Compiles `proto/io/rpc.proto` with a pure-Rust protobuf compiler (protox), so a fresh
 //! checkout builds without a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,11 +12,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::unix_now as now_secs;
 use bytes::{Bytes, BytesMut};
-use proto::cell::msg::{ChanMsg, DestroyReason, Netinfo};
+use proto::cell::msg::{ChanMsg, Netinfo};
 use proto::cell::{ChanCell, ChanCmd, ChanCodec, negotiate_link_version};
 use proto::link::{self, AuthInputs, LinkCerts, PeerIdentity};
-use proto::runtime::unix_now as now_secs;
 use proto::{CircId, Ed25519Identity, RsaIdentity};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -434,10 +434,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
     }
 
     /// Hands the open channel to a reader task and a writer task and returns a handle
-    /// for sending cells on it. The reader ignores padding, answers every CREATE* with
-    /// DESTROY (no circuit workers are attached yet), drops cells for unknown circuits and
-    /// closes the channel on anything not allowed on an open link or after `idle` without
-    /// a cell; `shutdown` closes it too. The join handle yields why it ended.
+    /// for sending cells on it. Every cell goes to `handler`, whose reply (if any) is
+    /// queued on the same channel; the channel closes when the handler says so, after
+    /// `idle` without a cell, or when `shutdown` turns true. The join handle yields why it
+    /// ended.
     pub fn spawn(
         self,
         idle: Duration,
@@ -540,22 +540,6 @@ pub trait CellHandler: Send + Sync + 'static {
     fn on_close(&self, _chan_id: u64) {}
 }
 
-/// The handler of an edge without circuit workers: CREATE* gets DESTROY.
-#[derive(Debug, Default)]
-pub struct NoWorkers;
-
-impl CellHandler for NoWorkers {
-    fn on_cell<'a>(
-        &'a self,
-        _chan: &'a ChannelHandle,
-        cell: ChanCell,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<ChanCell>, ChanError>> + Send + 'a>,
-    > {
-        Box::pin(std::future::ready(on_open_cell(cell)))
-    }
-}
-
 /// Link-level rules for a cell on an open channel: `Ok(None)` to ignore it, `Err` to close
 /// the channel; otherwise the cell is circuit traffic and comes back as `Ok(Some)`.
 pub fn link_level(cell: ChanCell) -> Result<Option<ChanCell>, ChanError> {
@@ -573,41 +557,6 @@ pub fn link_level(cell: ChanCell) -> Result<Option<ChanCell>, ChanError> {
         | ChanCmd::CreatedFast
         | ChanCmd::Created2 => Ok(Some(cell)),
         ChanCmd::Unrecognized(_) => Ok(None),
-        other => Err(ChanError::Unexpected {
-            cmd: other,
-            state: "open channel",
-        }),
-    }
-}
-
-/// What an open channel does with one incoming cell when no worker exists; `Some` is a
-/// reply to send.
-fn on_open_cell(cell: ChanCell) -> Result<Option<ChanCell>, ChanError> {
-    match cell.cmd {
-        ChanCmd::Padding | ChanCmd::Vpadding | ChanCmd::Authorize | ChanCmd::PaddingNegotiate => {
-            Ok(None)
-        }
-        ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2 => {
-            if cell.circ_id == CircId::LINK {
-                return Ok(None); // C tor silently ignores CREATE with id 0
-            }
-            // Until circuit workers are attached there is nobody to run the handshake:
-            // refuse the circuit cleanly.
-            metrics::counter!("edge_circuits_refused_total", "reason" => "no_worker").increment(1);
-            Ok(Some(ChanCell {
-                circ_id: cell.circ_id,
-                cmd: ChanCmd::Destroy,
-                payload: ChanMsg::Destroy(DestroyReason::ResourceLimit).encode()?,
-            }))
-        }
-        // No circuits exist on this channel: drop, as C tor does for unknown ids.
-        ChanCmd::Relay
-        | ChanCmd::RelayEarly
-        | ChanCmd::Destroy
-        | ChanCmd::Created
-        | ChanCmd::CreatedFast
-        | ChanCmd::Created2
-        | ChanCmd::Unrecognized(_) => Ok(None),
         other => Err(ChanError::Unexpected {
             cmd: other,
             state: "open channel",
