@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tests::{NetConfig, TorNet};
+use tornet::{NetConfig, TorNet};
 
 #[test]
 fn three_authorities_and_two_relays_vote_everyone_running() {
@@ -45,7 +45,7 @@ fn three_authorities_and_two_relays_vote_everyone_running() {
     for auth in &net.authorities {
         let mut ctl = auth.control().unwrap();
         let key = format!("ns/id/{}", net.relays[0].fingerprint);
-        let ns = tests::wait_for(
+        let ns = tornet::wait_for(
             &key,
             Duration::from_secs(60),
             Duration::from_millis(500),
@@ -57,7 +57,7 @@ fn three_authorities_and_two_relays_vote_everyone_running() {
     drop(net);
     for pid in pids {
         assert!(
-            !tests::process::pid_alive(pid),
+            !tornet::process::pid_alive(pid),
             "pid {pid} survived the network"
         );
     }

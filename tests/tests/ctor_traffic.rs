@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tests::traffic::{body, fetch_via_socks, start_http_server};
-use tests::{NetConfig, TorNet, wait_for};
+use tornet::traffic::{body, fetch_via_socks, start_http_server};
+use tornet::{NetConfig, TorNet, wait_for};
 
 #[test]
 fn c_tor_client_fetches_through_c_tor_network() {

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tests::ours::{ClusterSpec, RelayCluster, relay_keygen, start_cluster};
-use tests::traffic::{body, fetch_via_socks, start_http_server};
-use tests::{NetConfig, TorNet, http, wait_for};
+use tornet::ours::{ClusterSpec, RelayCluster, relay_keygen, start_cluster};
+use tornet::traffic::{body, fetch_via_socks, start_http_server};
+use tornet::{NetConfig, TorNet, http, wait_for};
 
 /// A metric of the process with its `/metrics` on 127.0.0.1:`port`.
 fn metric(port: u16, needle: &str) -> f64 {

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tests::{NetConfig, Process, TorNet, free_port, our_binary, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tornet::{NetConfig, Process, TorNet, free_port, our_binary, wait_for};
 
 /// The edge's handshake timeout here: long enough that the slow hostile peers are still
 /// open while the C tor client starts and links (bounded by `CLIENT_LINKED`), so the
@@ -118,7 +118,7 @@ fn hostile_peers_beside_a_c_tor_client() {
         },
     );
     if status.is_err() {
-        eprintln!("{}", tests::tail(edge.log_path(), 40));
+        eprintln!("{}", tornet::tail(edge.log_path(), 40));
     }
     status.unwrap();
     eprintln!(

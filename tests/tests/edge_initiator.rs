@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use proto::keys::{EdgeKeys, RelayKeys};
 use proto::link::LinkCerts;
 use proto_io::channel::{Channel, LinkContext, Peer};
-use tests::{NetConfig, TorNet};
+use tornet::{NetConfig, TorNet};
 
 #[test]
 fn edge_authenticates_to_a_c_tor_relay() {
@@ -73,7 +73,7 @@ fn edge_authenticates_to_a_c_tor_relay() {
     // identity; the unauthenticated one does not.
     let mut ctl = relay.control().unwrap();
     let ours = format!("${} CONNECTED", authed_keys.rsa_identity().to_hex());
-    let status = tests::wait_for(
+    let status = tornet::wait_for(
         "our identity in orconn-status",
         Duration::from_secs(30),
         Duration::from_millis(200),

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tests::ours::start_balancer;
-use tests::{NetConfig, Process, TorNet, free_port, http, our_binary, wait_for};
+use tornet::ours::start_balancer;
+use tornet::{NetConfig, Process, TorNet, free_port, http, our_binary, wait_for};
 
 #[test]
 fn authorities_vote_our_edge_fleet_running_and_serve_our_descriptor() {
@@ -84,7 +84,7 @@ fn authorities_vote_our_edge_fleet_running_and_serve_our_descriptor() {
             eprintln!(
                 "===== {} =====\n{}",
                 p.name(),
-                tests::tail(p.log_path(), 40)
+                tornet::tail(p.log_path(), 40)
             );
         }
     };
@@ -145,7 +145,7 @@ fn authorities_vote_our_edge_fleet_running_and_serve_our_descriptor() {
     // reachability tests, spread by the balancer).
     for (i, (_, metrics)) in edges.iter().enumerate() {
         // A scrape of a loaded machine can be slow (a failed one reads as 0): ask again.
-        let served = tests::wait_for(
+        let served = tornet::wait_for(
             &format!("edge{i} to have served an authenticated relay link"),
             Duration::from_secs(20),
             Duration::from_millis(500),

@@ -11,13 +11,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tests::ours::{ClusterSpec, relay_keygen, start_cluster};
-use tests::traffic::{body, fetch_via_socks, start_http_server};
-use tests::{Consensus, NetConfig, TorNet, wait_for};
+use tornet::ours::{ClusterSpec, relay_keygen, start_cluster};
+use tornet::traffic::{body, fetch_via_socks, start_http_server};
+use tornet::{Consensus, NetConfig, TorNet, wait_for};
 
 /// The consensus a given authority serves, with its valid-after and signer count.
 fn served(net: &TorNet, i: usize, flavor: &str) -> Option<(String, String, usize)> {
-    let (status, b) = tests::http::get(
+    let (status, b) = tornet::http::get(
         net.ours[i].dir_addr(),
         &format!("/tor/status-vote/current/{flavor}"),
         Duration::from_secs(5),
@@ -53,7 +53,7 @@ fn signers(text: &str) -> Vec<String> {
 
 fn get_text(net: &TorNet, i: usize, path: &str) -> String {
     let (status, b) =
-        tests::http::get(net.ours[i].dir_addr(), path, Duration::from_secs(10)).unwrap();
+        tornet::http::get(net.ours[i].dir_addr(), path, Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200, "{path}");
     String::from_utf8(b).unwrap()
 }
@@ -121,7 +121,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
         Duration::from_secs(30),
         Duration::from_millis(500),
         || {
-            let (status, b) = tests::http::get(
+            let (status, b) = tornet::http::get(
                 net.ours[0].dir_addr(),
                 &format!("/tor/server/fp/{fp}"),
                 Duration::from_secs(10),
@@ -203,7 +203,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
         std::fs::write(docs.join(name), get_text(&net, 0, &path)).unwrap();
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stem_check.py");
-    let out = Command::new(tests::stem_python())
+    let out = Command::new(tornet::stem_python())
         .arg(script)
         .arg(&docs)
         .output()
@@ -219,7 +219,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
     // 4. Hostile uploads: 400-class answers, and the authority keeps serving.
     let dir = net.ours[0].dir_addr();
     let post = |b: &[u8]| {
-        tests::http::post(dir, "/tor/", b, Duration::from_secs(10))
+        tornet::http::post(dir, "/tor/", b, Duration::from_secs(10))
             .unwrap()
             .0
     };
@@ -242,7 +242,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
         Duration::from_secs(120),
         Duration::from_secs(2),
         || {
-            let (status, b) = tests::http::get(
+            let (status, b) = tornet::http::get(
                 dir,
                 &format!("/tor/server/fp/{fp}"),
                 Duration::from_secs(10),
@@ -255,7 +255,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
     let s = post(first_desc.as_bytes());
     assert!((400..500).contains(&s), "replayed descriptor: {s}");
     assert_eq!(
-        tests::http::get(dir, "/tor/keys/authority", Duration::from_secs(5))
+        tornet::http::get(dir, "/tor/keys/authority", Duration::from_secs(5))
             .unwrap()
             .0,
         200
@@ -266,7 +266,7 @@ fn our_authorities_run_a_network_c_tor_uses() {
     // assertion is on the first consensus whose signers are exactly the running two.
     let (_, before, _) = served(&net, 0, "consensus").unwrap();
     net.ours[2].stop_dirauth();
-    let idents = |auths: &[tests::ours::OurAuthority]| {
+    let idents = |auths: &[tornet::ours::OurAuthority]| {
         let mut v: Vec<String> = auths
             .iter()
             .map(|a| a.v3ident.to_ascii_uppercase())

@@ -1,4 +1,5 @@
-//! What the task runner shares with the test harness: how a nested `cargo` is started.
+//! What the task runner shares with `tornet` (the network launcher library): how a nested
+//! `cargo` is started.
 //! Standard library only, so depending on it costs nothing.
 
 use std::process::Command;

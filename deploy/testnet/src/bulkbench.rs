@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sha2::{Digest, Sha256};
-use tests::ours::{ClusterSpec, relay_keygen, start_cluster};
-use tests::traffic::{body, fetch_via_socks, start_http_server};
-use tests::{NetConfig, TorNet, wait_for};
+use tornet::ours::{ClusterSpec, relay_keygen, start_cluster};
+use tornet::traffic::{body, fetch_via_socks, start_http_server};
+use tornet::{NetConfig, TorNet, wait_for};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let http = start_http_server()?;
     println!("bulkbench: building our binaries");
-    tests::build_our_binaries()?;
+    tornet::build_our_binaries()?;
     let mut net = TorNet::start(&NetConfig {
         relays: 2,
         exits: 1,
@@ -99,7 +99,7 @@ fn main() -> Result<()> {
     let ours_pids: Vec<u32> = cluster
         .procs
         .iter()
-        .filter_map(tests::Process::pid)
+        .filter_map(tornet::Process::pid)
         .collect();
     let m_pid = net.relays[1]
         .process

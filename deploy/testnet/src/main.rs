@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use status::{Network, Node, Phases, display_name};
-use tests::ours::{ClusterSpec, RelayCluster, RelayIds, relay_keygen_ids, start_cluster};
-use tests::{NetConfig, TorNet, wait_for};
+use tornet::ours::{ClusterSpec, RelayCluster, RelayIds, relay_keygen_ids, start_cluster};
+use tornet::{NetConfig, TorNet, wait_for};
 use verify::{ARTI_VERSION, Verifier};
 
 mod status;
@@ -153,7 +153,7 @@ fn up(a: &UpArgs) -> Result<()> {
             .next()
             .and_then(|l| l.split(' ').nth(1))
             .and_then(|x| x.parse::<u32>().ok())
-        && tests::process::pid_alive(pid)
+        && tornet::process::pid_alive(pid)
     {
         bail!(
             "a network is already up in {} (pid {pid}); run `{stop}` first",
@@ -164,7 +164,7 @@ fn up(a: &UpArgs) -> Result<()> {
         bail!("a network needs at least one authority");
     }
     // "C tor 0.4.9.11" when `tor` is on PATH.
-    let c_tor = tests::ours::tor_version().map(|v| format!("C tor {v}"));
+    let c_tor = tornet::ours::tor_version().map(|v| format!("C tor {v}"));
     let tor = c_tor.is_some();
     if a.c_relays + a.c_exits > 0 && !tor {
         bail!("C tor relays need Debian's `tor` (apt-get install -y tor)");
@@ -180,7 +180,7 @@ fn up(a: &UpArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut lap = Instant::now();
     say("building edge, circuit-worker and dirauth");
-    tests::build_our_binaries()?;
+    tornet::build_our_binaries()?;
     phases.build = lap.elapsed();
     lap = Instant::now();
     say(&format!("starting {} authorities", a.authorities));
@@ -221,7 +221,7 @@ fn up(a: &UpArgs) -> Result<()> {
     let mut fps: Vec<String> = net.ours.iter().map(|x| x.fingerprint.clone()).collect();
     fps.extend(net.relays.iter().map(|r| r.fingerprint.clone()));
     fps.extend(clusters.iter().map(|c| c.0.fingerprint.clone()));
-    let all_running = |c: &tests::Consensus| {
+    let all_running = |c: &tornet::Consensus| {
         fps.iter()
             .all(|f| c.router(f).is_some_and(|r| r.has("Running")))
     };
@@ -236,8 +236,8 @@ fn up(a: &UpArgs) -> Result<()> {
         t0.elapsed()
     ));
     let c_tor_label = c_tor.as_deref().unwrap_or("C tor");
-    let socks_port = tests::free_port();
-    let describe = |net: &TorNet, consensus: &tests::Consensus| {
+    let socks_port = tornet::free_port();
+    let describe = |net: &TorNet, consensus: &tornet::Consensus| {
         let mut n = describe(
             net,
             &clusters,
@@ -255,7 +255,7 @@ fn up(a: &UpArgs) -> Result<()> {
     std::fs::write(dir.join("arti.toml"), network.arti_toml())?;
     std::fs::write(dir.join("torrc"), network.torrc())?;
     if !a.no_verify {
-        let http = tests::traffic::start_http_server()?;
+        let http = tornet::traffic::start_http_server()?;
         let n = 1 << 20;
         let client = match verifier {
             Verifier::Tor => {
@@ -335,7 +335,7 @@ fn describe(
     clusters: &[(RelayIds, RelayCluster)],
     policy: &[String],
     workers: usize,
-    consensus: &tests::Consensus,
+    consensus: &tornet::Consensus,
     c_tor: &str,
 ) -> Network {
     let flags = |fp: &str| consensus.router(fp).map(|r| r.flags.clone());
@@ -389,7 +389,7 @@ fn describe(
             name: display_name(&r.nickname),
             nickname: r.nickname.clone(),
             kind: c_tor.to_owned(),
-            role: if r.role == tests::Role::Exit {
+            role: if r.role == tornet::Role::Exit {
                 "exit"
             } else {
                 "middle"
@@ -508,19 +508,19 @@ fn down(dir: &Path) -> Result<()> {
     };
     // The launcher first: it tears the rest down itself.
     if let Some((_, launcher)) = pids.first().filter(|(n, _)| n == "testnet")
-        && tests::process::pid_alive(*launcher)
+        && tornet::process::pid_alive(*launcher)
     {
         signal("-TERM", *launcher);
         let _ = wait_for(
             "the launcher to stop",
             Duration::from_secs(30),
             Duration::from_millis(200),
-            || (!tests::process::pid_alive(*launcher)).then_some(()),
+            || (!tornet::process::pid_alive(*launcher)).then_some(()),
         );
     }
     let mut killed = 0;
     for (_, pid) in pids.iter().skip(1) {
-        if tests::process::pid_alive(*pid) {
+        if tornet::process::pid_alive(*pid) {
             signal("-KILL", *pid);
             killed += 1;
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
-use tests::{TorNet, wait_for};
+use tornet::{TorNet, wait_for};
 
 use crate::status::Network;
 
@@ -44,7 +44,7 @@ impl Verifier {
 }
 
 fn check_body(got: &[u8], n: usize) -> Result<()> {
-    if Sha256::digest(got) != Sha256::digest(tests::traffic::body(n)) {
+    if Sha256::digest(got) != Sha256::digest(tornet::traffic::body(n)) {
         bail!(
             "verify: the fetched file's SHA-256 does not match ({} bytes of {n})",
             got.len()
@@ -80,7 +80,7 @@ pub fn with_c_tor(net: &mut TorNet, http: SocketAddr, n: usize) -> Result<usize>
         "a fetch through the network",
         Duration::from_secs(120),
         Duration::from_secs(2),
-        || tests::traffic::fetch_via_socks(addr, http, n, Duration::from_secs(30)).ok(),
+        || tornet::traffic::fetch_via_socks(addr, http, n, Duration::from_secs(30)).ok(),
     )?;
     check_body(&got, n)?;
     Ok(client)

@@ -32,8 +32,8 @@ fn run_up(dir: &Path, path: Option<&str>) -> (PathBuf, String) {
         cmd.env("PATH", p);
     }
     let log = dir.join("testnet.log");
-    let mut p = tests::Process::spawn("testnet", cmd, &log).unwrap();
-    let done = tests::wait_for(
+    let mut p = tornet::Process::spawn("testnet", cmd, &log).unwrap();
+    let done = tornet::wait_for(
         "testnet up to finish",
         Duration::from_secs(400),
         Duration::from_secs(1),
@@ -88,7 +88,7 @@ fn check_status_and_teardown(net_dir: &Path, out: &str, min_pids: usize) {
     assert!(pids.len() >= min_pids, "{ran}");
     for pid in pids {
         assert!(
-            !tests::process::pid_alive(pid),
+            !tornet::process::pid_alive(pid),
             "pid {pid} still runs:\n{ran}"
         );
     }
@@ -105,7 +105,7 @@ fn check_status_and_teardown(net_dir: &Path, out: &str, min_pids: usize) {
 /// `down` from another process stops it all.
 #[test]
 fn testnet_up_verifies_with_c_tor_serves_own_clients_and_stops_on_down() {
-    let tor = tests::tor_binary();
+    let tor = tornet::tor_binary();
     // One network at a time: two would share this 2-core machine's CPU.
     let _one = ONE.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
@@ -114,8 +114,8 @@ fn testnet_up_verifies_with_c_tor_serves_own_clients_and_stops_on_down() {
     cmd.args(["up", "--relays", "1", "--workers", "1", "--dir"])
         .arg(&net_dir);
     let log = dir.path().join("testnet.log");
-    let mut launcher = tests::Process::spawn("testnet", cmd, &log).unwrap();
-    let up = tests::wait_for(
+    let mut launcher = tornet::Process::spawn("testnet", cmd, &log).unwrap();
+    let up = tornet::wait_for(
         "the launcher to report the network running",
         Duration::from_secs(400),
         Duration::from_secs(1),
@@ -144,8 +144,8 @@ fn testnet_up_verifies_with_c_tor_serves_own_clients_and_stops_on_down() {
     let own_log = dir.path().join("own-tor.log");
     let mut own_cmd = Command::new(tor);
     own_cmd.arg("-f").arg(&torrc);
-    let mut own = tests::Process::spawn("own-tor", own_cmd, &own_log).unwrap();
-    let boot = tests::wait_for(
+    let mut own = tornet::Process::spawn("own-tor", own_cmd, &own_log).unwrap();
+    let boot = tornet::wait_for(
         "a C tor configured from the printed torrc to bootstrap",
         Duration::from_secs(120),
         Duration::from_secs(1),
@@ -166,7 +166,7 @@ fn testnet_up_verifies_with_c_tor_serves_own_clients_and_stops_on_down() {
         .output()
         .unwrap();
     assert!(down.status.success(), "{down:?}");
-    tests::wait_for(
+    tornet::wait_for(
         "the launcher to exit after down",
         Duration::from_secs(60),
         Duration::from_millis(200),
