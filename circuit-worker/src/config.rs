@@ -35,6 +35,10 @@ pub struct Config {
     pub exit_policy_reject_private: bool,
     /// Seconds to resolve and connect an exit stream. Default: 10.
     pub connect_timeout_secs: u64,
+    /// Seconds an exit or directory stream's destination may take none of the data
+    /// queued for it before the stream ends (END TIMEOUT). With stream SENDMEs held back
+    /// until data is written, at most one stream window (500 cells) waits. Default: 120.
+    pub stream_write_timeout_secs: u64,
     /// `host:port` of a directory server's DirPort (an authority or cache) that BEGIN_DIR
     /// streams are relayed to. Default: unset (BEGIN_DIR is refused with NOTDIRECTORY);
     /// set it together with the edges' `tunnelled_dir_server`.
@@ -55,6 +59,7 @@ impl Default for Config {
             exit_policy: vec!["reject *:*".to_owned()],
             exit_policy_reject_private: true,
             connect_timeout_secs: 10,
+            stream_write_timeout_secs: 120,
             dir_backend: None,
             metrics: Metrics::default(),
             log: Log::default(),

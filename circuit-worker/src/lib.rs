@@ -167,6 +167,9 @@ pub async fn run(
             keys,
             policy,
             connect_timeout: std::time::Duration::from_secs(config.connect_timeout_secs.max(1)),
+            stream_write_timeout: std::time::Duration::from_secs(
+                config.stream_write_timeout_secs.max(1),
+            ),
             dir_backend: config.dir_backend.clone(),
         }),
     )?;

@@ -9,6 +9,10 @@
 //!   (`AtomicResponse`), so a slow edge slows its shards instead of growing memory.
 //! - Exit connections are opened only after the exit policy allows the address, and read
 //!   only as far as the circuit's windows allow (a semaphore of DATA-cell credits).
+//! - Data toward a destination waits in a bounded queue; the writer reports what it wrote
+//!   ([`RelayCircuit::stream_flushed`]), and only then do stream SENDMEs let the client
+//!   send more, so a destination that stops reading holds one stream window here. The
+//!   writer ends with its stream (after flushing, on END) or at once (circuit gone).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +47,8 @@ pub struct ShardConfig {
     pub policy: ExitPolicy,
     /// Exit connect timeout.
     pub connect_timeout: Duration,
+    /// A stream whose destination takes no data for this long ends (END TIMEOUT).
+    pub stream_write_timeout: Duration,
     /// Where BEGIN_DIR streams go (a directory server's DirPort), if anywhere.
     pub dir_backend: Option<String>,
 }
@@ -103,16 +109,27 @@ enum StreamEvent {
         stream: StreamId,
         reason: EndReason,
     },
+    /// The writer put `cells` more DATA cells' worth on the destination's connection.
+    Flushed {
+        key: Key,
+        stream: StreamId,
+        cells: u32,
+    },
 }
 
+/// DATA cells queued toward one destination: a stream window and the cells an early
+/// (optimistic) request may add.
+const STREAM_WRITE_QUEUE: usize = proto::circuit::STREAMWINDOW_START as usize + 16;
+
 struct StreamIo {
-    write: Option<mpsc::UnboundedSender<Bytes>>,
+    write: Option<mpsc::Sender<Bytes>>,
     /// Data that arrived before the connection was up (C tor sends optimistic data right
     /// behind BEGIN and BEGIN_DIR); bounded by the stream window, written on connect.
     early: Vec<Bytes>,
     credit: Arc<Semaphore>,
     granted: usize,
     reader: Option<tokio::task::JoinHandle<()>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Entry {
@@ -381,7 +398,15 @@ impl Shard {
                     if let Some(io) = e.streams.get_mut(&stream) {
                         match &io.write {
                             Some(w) => {
-                                let _ = w.send(data);
+                                if w.try_send(data).is_err() {
+                                    // Beyond the stream window: the engine refuses that
+                                    // first, so this is a destination gone or a bug.
+                                    ctx.address().do_send(StreamEvent::Ended {
+                                        key,
+                                        stream,
+                                        reason: EndReason::ResourceLimit,
+                                    });
+                                }
                             }
                             None => io.early.push(data),
                         }
@@ -389,6 +414,8 @@ impl Shard {
                 }
                 Action::CloseStream { stream } => {
                     if let Some(mut io) = e.streams.remove(&stream) {
+                        // The writer flushes what it holds (bounded by its timeout), then
+                        // shuts the connection down.
                         io.write.take();
                         if let Some(r) = io.reader.take() {
                             r.abort();
@@ -408,6 +435,9 @@ impl Shard {
                             io.write.take();
                             if let Some(r) = io.reader.take() {
                                 r.abort();
+                            }
+                            if let Some(w) = io.writer.take() {
+                                w.abort(); // the circuit is gone: nothing more is owed
                             }
                             metrics::gauge!("worker_streams").decrement(1.0);
                         }
@@ -437,6 +467,7 @@ impl Shard {
                     credit: Arc::new(Semaphore::new(0)),
                     granted: 0,
                     reader: None,
+                    writer: None,
                 },
             );
             metrics::gauge!("worker_streams").increment(1.0);
@@ -507,6 +538,48 @@ async fn connect_dir(cfg: &ShardConfig) -> Result<(tokio::net::TcpStream, Socket
     let addr = tcp.peer_addr().map_err(|_| EndReason::Internal)?;
     metrics::counter!("worker_dir_streams_total").increment(1);
     Ok((tcp, addr))
+}
+
+/// Writes a stream's queued data to its destination, telling the shard after each batch
+/// how many cells went out; ends the stream when the destination takes nothing for
+/// `limit` or fails. Shuts the connection down once the stream's sender is gone.
+async fn write_stream(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    shard: Addr<Shard>,
+    key: Key,
+    stream: StreamId,
+    limit: Duration,
+) {
+    let mut batch = Vec::new();
+    while let Some(b) = rx.recv().await {
+        batch.push(b);
+        while batch.len() < READ_CELLS {
+            match rx.try_recv() {
+                Ok(b) => batch.push(b),
+                Err(_) => break,
+            }
+        }
+        let cells = batch.len() as u32;
+        for b in batch.drain(..) {
+            let reason = match tokio::time::timeout(limit, wr.write_all(&b)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => EndReason::ConnReset,
+                Err(_) => {
+                    metrics::counter!("worker_streams_write_timeouts_total").increment(1);
+                    EndReason::Timeout
+                }
+            };
+            shard.do_send(StreamEvent::Ended {
+                key,
+                stream,
+                reason,
+            });
+            return;
+        }
+        shard.do_send(StreamEvent::Flushed { key, stream, cells });
+    }
+    let _ = tokio::time::timeout(limit, wr.shutdown()).await;
 }
 
 /// Hands the stream's reader as many DATA-cell credits as the circuit allows now.
@@ -669,20 +742,20 @@ impl Handler<StreamEvent> for Shard {
                                 }),
                             );
                             if let Some(io) = e.streams.get_mut(&stream) {
-                                let (mut rd, mut wr) = tcp.into_split();
-                                let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+                                let (mut rd, wr) = tcp.into_split();
+                                let (wtx, wrx) = mpsc::channel::<Bytes>(STREAM_WRITE_QUEUE);
                                 for b in io.early.drain(..) {
-                                    let _ = wtx.send(b);
+                                    let _ = wtx.try_send(b);
                                 }
                                 io.write = Some(wtx);
-                                actix::spawn(async move {
-                                    while let Some(b) = wrx.recv().await {
-                                        if wr.write_all(&b).await.is_err() {
-                                            break;
-                                        }
-                                    }
-                                    let _ = wr.shutdown().await;
-                                });
+                                io.writer = Some(actix::spawn(write_stream(
+                                    wr,
+                                    wrx,
+                                    me.clone(),
+                                    key,
+                                    stream,
+                                    self.cfg.stream_write_timeout,
+                                )));
                                 let credit = io.credit.clone();
                                 io.reader = Some(actix::spawn(async move {
                                     // Up to READ_CELLS cells a read, as the stream's credit allows:
@@ -766,6 +839,15 @@ impl Handler<StreamEvent> for Shard {
                         e.circ.stream_data(&mut rng, stream, &data)
                     }
                     None => Vec::new(),
+                };
+                self.apply(key, acts, &mut out, ctx);
+            }
+            StreamEvent::Flushed { key, stream, cells } => {
+                let acts = match self.circuits.get_mut(&key) {
+                    Some(e) if e.streams.contains_key(&stream) => {
+                        e.circ.stream_flushed(&mut rng, stream, cells)
+                    }
+                    _ => Vec::new(),
                 };
                 self.apply(key, acts, &mut out, ctx);
             }

@@ -19,7 +19,7 @@ use proto::linkspec::ExtendTarget;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use proto_io::channel::{CellHandler, ChanError, Channel, ChannelHandle, Peer};
+use proto_io::channel::{CellHandler, ChanError, Channel, ChannelHandle, ChannelPolicy, Peer};
 use proto_io::tls::LinkState;
 
 /// Opens and shares outbound channels.
@@ -29,7 +29,7 @@ pub struct ChannelManager {
     open: Mutex<HashMap<RsaIdentity, ChannelHandle>>,
     connecting: Mutex<HashMap<RsaIdentity, Arc<tokio::sync::Mutex<()>>>>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
+    policy: ChannelPolicy,
     shutdown: watch::Receiver<bool>,
     handler: std::sync::OnceLock<Arc<dyn CellHandler>>,
 }
@@ -41,14 +41,15 @@ impl std::fmt::Debug for ChannelManager {
 }
 
 impl ChannelManager {
-    /// A manager that authenticates with the current [`LinkState`].
+    /// A manager that authenticates with the current [`LinkState`] and keeps its channels
+    /// by `policy`.
     ///
     /// # Errors
     /// A rustls error building the client configuration (does not happen).
     pub fn new(
         state: watch::Receiver<Arc<LinkState>>,
         connect_timeout: Duration,
-        idle_timeout: Duration,
+        policy: ChannelPolicy,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, rustls::Error> {
         Ok(ChannelManager {
@@ -57,7 +58,7 @@ impl ChannelManager {
             open: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
             connect_timeout,
-            idle_timeout,
+            policy,
             shutdown,
             handler: std::sync::OnceLock::new(),
         })
@@ -99,6 +100,14 @@ impl ChannelManager {
         }
     }
 
+    /// Identities with a connect gate (in flight, or a leak).
+    pub fn connecting(&self) -> usize {
+        self.connecting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Number of open channels known to the manager.
     pub fn open_channels(&self) -> usize {
         self.open
@@ -126,6 +135,11 @@ impl ChannelManager {
             .entry(target.rsa_id)
             .or_default()
             .clone();
+        let _forget = ForgetGate {
+            map: &self.connecting,
+            id: target.rsa_id,
+            gate: gate.clone(),
+        };
         let _turn = gate.lock().await;
         if let Some(h) = self.lookup(&target.rsa_id) {
             return Ok(h);
@@ -153,10 +167,6 @@ impl ChannelManager {
             }
         };
         self.register(&handle);
-        self.connecting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&target.rsa_id);
         Ok(handle)
     }
 
@@ -184,7 +194,7 @@ impl ChannelManager {
         .await?;
         metrics::counter!("edge_channels_opened_total", "direction" => "outbound", "peer" => "relay")
             .increment(1);
-        let (handle, task) = ch.spawn(self.idle_timeout, self.handler(), self.shutdown.clone());
+        let (handle, task) = ch.spawn(&self.policy, self.handler(), self.shutdown.clone());
         tokio::spawn(async move {
             match task.await {
                 Ok(Ok(())) => {
@@ -200,6 +210,28 @@ impl ChannelManager {
             }
         });
         Ok(handle)
+    }
+}
+
+/// Removes an identity's connect gate when the last caller that used it is done, on every
+/// path (success, failure, timeout, a dropped future), so failed connects leave nothing.
+struct ForgetGate<'a> {
+    map: &'a Mutex<HashMap<RsaIdentity, Arc<tokio::sync::Mutex<()>>>>,
+    id: RsaIdentity,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for ForgetGate<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map, the caller's `gate` and this guard: nobody else is waiting on it.
+        if map
+            .get(&self.id)
+            .is_some_and(|g| Arc::ptr_eq(g, &self.gate))
+            && Arc::strong_count(&self.gate) <= 3
+        {
+            map.remove(&self.id);
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Config {
     pub orport: OrPort,
     /// Descriptor publication.
     pub directory: Directory,
+    /// Queue bounds.
+    pub limits: Limits,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
     /// Logging.
@@ -45,6 +47,7 @@ impl Default for Config {
             nickname: "Unnamed".to_owned(),
             orport: OrPort::default(),
             directory: Directory::default(),
+            limits: Limits::default(),
             metrics: Metrics::default(),
             log: Log::default(),
         }
@@ -63,9 +66,21 @@ pub struct OrPort {
     pub advertised_address: Option<SocketAddr>,
     /// Seconds a peer has to finish TLS and the link handshake. Default: 30.
     pub handshake_timeout_secs: u64,
-    /// Seconds an open channel may stay silent before it is closed. Default: 180 (C tor
-    /// closes idle client channels after 3 to 4.5 minutes).
+    /// Seconds a channel to a client (or an unauthenticated peer) stays open once it has
+    /// no circuits; each channel waits this plus a random part of up to half again, as C
+    /// tor (180–270 s). A channel with circuits is never closed for being quiet.
+    /// Default: 180.
     pub idle_timeout_secs: u64,
+    /// Seconds a channel to a relay stays open once it has no circuits; each channel
+    /// waits 0.75× to 1.25× this, as C tor (`nf_conntimeout_relays`: 45–75 min).
+    /// Default: 3600.
+    pub relay_idle_timeout_secs: u64,
+    /// Seconds without a write after which a channel sends a PADDING cell (C tor's
+    /// KeepalivePeriod). Default: 300.
+    pub keepalive_secs: u64,
+    /// Seconds queued cells may make no write progress before the channel is closed as
+    /// stuck (C tor: 10 × KeepalivePeriod). Default: 3000.
+    pub write_timeout_secs: u64,
     /// Most connections open at once; more are refused. Default: 4096.
     pub max_channels: usize,
     /// Seconds between rotations of this process's TLS link key and certificate (open
@@ -80,6 +95,9 @@ impl Default for OrPort {
             advertised_address: None,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 180,
+            relay_idle_timeout_secs: 3600,
+            keepalive_secs: 300,
+            write_timeout_secs: 3000,
             max_channels: 4096,
             tls_rotation_secs: 7200,
         }
@@ -145,6 +163,30 @@ impl Default for Directory {
             exit_policy_reject_private: true,
             tunnelled_dir_server: false,
             descriptor_path: None,
+        }
+    }
+}
+
+/// `[limits]`: how much a peer can make this process queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes of queued cells, over all channels, above which the circuits with the oldest
+    /// queued cells are destroyed (RESOURCELIMIT) until 90 % remain (C tor's
+    /// MaxMemInQueues). 0 means C tor's default for this machine: 75 % of RAM (40 % from
+    /// 8 GiB up), between 256 MiB and 8 GiB. C tor raises relay values under 64 MiB to 64 MiB;
+    /// we take them (test networks use small ceilings) and log a warning. Default: 0.
+    pub max_mem_in_queues: u64,
+    /// Cells one circuit may have queued toward one channel; one more destroys the circuit
+    /// (RESOURCELIMIT), as C tor's `circ_max_cell_queue_size` (at least 50). Default: 2500.
+    pub circ_max_cell_queue_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_mem_in_queues: 0,
+            circ_max_cell_queue_size: proto::circuitmux::DEFAULT_MAX_CIRCUIT_QUEUE,
         }
     }
 }

@@ -245,9 +245,22 @@ pub async fn run(
         workers = config.workers.len(),
         "ready"
     );
+    let budget = proto_io::budget::MemBudget::new(proto_io::budget::max_mem_in_queues(
+        config.limits.max_mem_in_queues,
+    ));
+    let secs = std::time::Duration::from_secs;
+    let policy = proto_io::channel::ChannelPolicy {
+        keepalive: secs(config.orport.keepalive_secs.max(1)),
+        client_idle: secs(config.orport.idle_timeout_secs.max(1)),
+        relay_idle: secs(config.orport.relay_idle_timeout_secs.max(1)),
+        write_timeout: secs(config.orport.write_timeout_secs.max(1)),
+        max_circuit_queue: config.limits.circ_max_cell_queue_size,
+        budget: budget.clone(),
+    };
+    tracing::info!(max_mem_in_queues = budget.limit(), "queue ceiling");
     let limits = orport::OrPortLimits {
-        handshake_timeout: std::time::Duration::from_secs(config.orport.handshake_timeout_secs),
-        idle_timeout: std::time::Duration::from_secs(config.orport.idle_timeout_secs),
+        handshake_timeout: secs(config.orport.handshake_timeout_secs),
+        channel: policy.clone(),
         max_channels: config.orport.max_channels,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -261,13 +274,18 @@ pub async fn run(
         chanmgr::ChannelManager::new(
             state_rx.clone(),
             limits.handshake_timeout,
-            limits.idle_timeout,
+            policy,
             stop_rx.clone(),
         )
         .map_err(|e| Error::Keys(format!("TLS: {e}")))?,
     );
     // With no workers the router refuses every CREATE* with DESTROY (RESOURCELIMIT).
-    let router = router::Router::new(&config.workers, channels.clone(), keys.rsa_identity());
+    let router = router::Router::new(
+        &config.workers,
+        channels.clone(),
+        budget,
+        keys.rsa_identity(),
+    );
     router.start();
     channels.set_handler(router);
     let orport = orport::serve(listeners.orport, state_rx, limits, channels, stop_rx);

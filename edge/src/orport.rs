@@ -24,8 +24,8 @@ use proto_io::tls::LinkState;
 pub struct OrPortLimits {
     /// TLS + link handshake must complete within this.
     pub handshake_timeout: Duration,
-    /// An open channel with no incoming cell for this long is closed.
-    pub idle_timeout: Duration,
+    /// How open channels are kept and bounded.
+    pub channel: proto_io::channel::ChannelPolicy,
     /// Concurrent connections.
     pub max_channels: usize,
 }
@@ -111,7 +111,7 @@ async fn handle(
     };
     metrics::counter!("edge_channels_opened_total", "direction" => "inbound", "peer" => kind)
         .increment(1);
-    let (handle, task) = ch.spawn(limits.idle_timeout, channels.handler(), shutdown);
+    let (handle, task) = ch.spawn(&limits.channel, channels.handler(), shutdown);
     // An authenticated relay's link is reused for our own extends to it.
     channels.register(&handle);
     task.await.unwrap_or(Ok(()))

@@ -19,29 +19,67 @@ use proto::cell::msg::DestroyReason;
 use proto::cell::{CELL_PAYLOAD_LEN, ChanCell, ChanCmd, circ_id_ok_from_peer};
 use proto::linkspec::{LinkSpec, check_extend_targets};
 use proto::{CircId, RsaIdentity};
+use proto_io::budget::MemBudget;
+use proto_io::channel::{CellHandler, ChanError, ChannelHandle, QueueError, link_level};
+use proto_io::rpc;
 use tokio::sync::mpsc;
 
 use crate::chanmgr::ChannelManager;
-use proto_io::channel::{CellHandler, ChanError, ChannelHandle, link_level};
-use proto_io::rpc;
 
 /// Messages queued toward one worker before a channel reader waits.
 const WORKER_QUEUE: usize = 1024;
 /// Most cells in one gRPC message to a worker.
 const WORKER_BATCH: usize = 256;
+/// Random circuit ids tried on a channel before an extend fails (C tor's
+/// `MAX_CIRCID_ATTEMPTS` in `get_unique_circ_id_by_chan`).
+const MAX_CIRCID_ATTEMPTS: usize = 64;
 
 struct Worker {
     url: String,
     tx: Mutex<Option<mpsc::Sender<rpc::EdgeToWorker>>>,
 }
 
+/// Why the edge itself ended a circuit.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// Its queue toward a channel passed `circ_max_cell_queue_size`.
+    MaxCellQueue,
+    /// The process's queues passed `max_mem_in_queues` and its cells were the oldest.
+    OutOfMemory,
+}
+
+/// A circuit end on one of our channels.
+#[derive(Clone, Copy, Debug)]
+struct Circ {
+    worker: usize,
+    /// We created it (an extend), rather than the peer.
+    outbound: bool,
+}
+
+struct ChanEntry {
+    handle: ChannelHandle,
+    circuits: HashMap<u32, Circ>,
+}
+
+impl ChanEntry {
+    fn insert(&mut self, circ: u32, c: Circ) {
+        self.circuits.insert(circ, c);
+        self.handle.set_circuits(self.circuits.len());
+    }
+    fn remove(&mut self, circ: u32) -> Option<Circ> {
+        let c = self.circuits.remove(&circ);
+        self.handle.set_circuits(self.circuits.len());
+        c
+    }
+}
+
 /// Routes cells between channels and workers.
 pub struct Router {
     workers: Vec<Worker>,
-    channels: Mutex<HashMap<u64, ChannelHandle>>,
-    /// (channel, circuit id) -> worker index.
-    circuits: Mutex<HashMap<(u64, u32), usize>>,
+    /// Open channels and the circuits on each; a channel's close touches only its own.
+    channels: Mutex<HashMap<u64, ChanEntry>>,
     chanmgr: Arc<ChannelManager>,
+    budget: Arc<MemBudget>,
     our_id: RsaIdentity,
     edge_id: String,
 }
@@ -69,8 +107,14 @@ fn destroy(circ_id: CircId, reason: DestroyReason) -> ChanCell {
 }
 
 impl Router {
-    /// A router for the worker URLs; call [`Router::start`] to connect them.
-    pub fn new(urls: &[String], chanmgr: Arc<ChannelManager>, our_id: RsaIdentity) -> Arc<Self> {
+    /// A router for the worker URLs whose channel queues share `budget`; call
+    /// [`Router::start`] to connect them.
+    pub fn new(
+        urls: &[String],
+        chanmgr: Arc<ChannelManager>,
+        budget: Arc<MemBudget>,
+        our_id: RsaIdentity,
+    ) -> Arc<Self> {
         Arc::new(Router {
             workers: urls
                 .iter()
@@ -80,19 +124,30 @@ impl Router {
                 })
                 .collect(),
             channels: Mutex::new(HashMap::new()),
-            circuits: Mutex::new(HashMap::new()),
             chanmgr,
+            budget,
             our_id,
             edge_id: format!("edge-{}", std::process::id()),
         })
     }
 
-    /// Keeps a link to every worker, reconnecting with backoff, until the process ends.
+    /// Keeps a link to every worker, reconnecting with backoff, and watches the queue
+    /// ceiling, until the process ends.
     pub fn start(self: &Arc<Self>) {
         for i in 0..self.workers.len() {
             let me = self.clone();
             tokio::spawn(async move { me.worker_loop(i).await });
         }
+        let me = self.clone();
+        tokio::spawn(async move { me.oom_loop().await });
+        let budget = self.budget.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                metrics::gauge!("edge_queued_bytes").set(budget.used() as f64);
+            }
+        });
     }
 
     /// Number of workers with a live link.
@@ -103,25 +158,134 @@ impl Router {
             .count()
     }
 
-    fn pick_worker(
-        &self,
-        chan: u64,
-        circ: u32,
-    ) -> Option<(usize, mpsc::Sender<rpc::EdgeToWorker>)> {
+    fn pick_worker(&self, chan: u64, circ: u32) -> Option<usize> {
         self.workers
             .iter()
             .enumerate()
-            .filter_map(|(i, w)| lock(&w.tx).clone().map(|tx| (i, w, tx)))
-            .max_by_key(|(_, w, _)| {
+            .filter(|(_, w)| lock(&w.tx).is_some())
+            .max_by_key(|(_, w)| {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 (&w.url, chan, circ).hash(&mut h);
                 h.finish()
             })
-            .map(|(i, _, tx)| (i, tx))
+            .map(|(i, _)| i)
     }
 
     fn worker_tx(&self, i: usize) -> Option<mpsc::Sender<rpc::EdgeToWorker>> {
         self.workers.get(i).and_then(|w| lock(&w.tx).clone())
+    }
+
+    /// Hands `msg` to worker `i` without waiting: queued now if there is room, else by a
+    /// task of its own. Dropped if the link is down (its circuits go with it).
+    fn tell_worker(&self, i: usize, msg: rpc::EdgeToWorker) {
+        let Some(tx) = self.worker_tx(i) else { return };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+
+    /// Ends a circuit from here: DESTROY (RESOURCELIMIT) to the peer, and to the worker as
+    /// if the peer had sent it, so the rest of the circuit is torn down too.
+    fn kill(&self, chan: u64, circ: u32, why: Kill) {
+        self.kill_all(&[(chan, circ)], why);
+    }
+
+    /// [`Router::kill`] for many circuits, with one message per worker.
+    fn kill_all(&self, victims: &[(u64, u32)], why: Kill) {
+        let mut per_worker: HashMap<usize, Vec<rpc::Destroy>> = HashMap::new();
+        for &(chan, circ) in victims {
+            let (entry, handle) = {
+                let mut t = lock(&self.channels);
+                let Some(ce) = t.get_mut(&chan) else { continue };
+                (ce.remove(circ), ce.handle.clone())
+            };
+            let Some(c) = entry else { continue };
+            handle.queue_destroy(CircId(circ), DestroyReason::ResourceLimit);
+            per_worker.entry(c.worker).or_default().push(rpc::Destroy {
+                circ: Some(rpc::CircKey {
+                    channel: chan,
+                    circ_id: circ,
+                }),
+                reason: u32::from(u8::from(DestroyReason::ResourceLimit)),
+            });
+            match why {
+                Kill::MaxCellQueue => {
+                    // C tor counts these by the queue's direction (relay.c).
+                    let kind = if c.outbound {
+                        "circuit_killed_max_cell_outq"
+                    } else {
+                        "circuit_killed_max_cell"
+                    };
+                    metrics::counter!("tor_relay_dos_total", "type" => kind).increment(1);
+                    tracing::debug!(
+                        "circuit queue over circ_max_cell_queue_size; closing it for safety"
+                    );
+                }
+                Kill::OutOfMemory => {
+                    metrics::counter!("edge_oom_circuits_killed_total").increment(1);
+                }
+            }
+            metrics::counter!("edge_destroys_sent_total", "reason" => DestroyReason::ResourceLimit.name())
+                .increment(1);
+        }
+        for (w, destroys) in per_worker {
+            self.tell_worker(
+                w,
+                rpc::EdgeToWorker {
+                    destroys,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    /// When the channel queues cross the ceiling, ends the circuits whose oldest queued
+    /// cell is oldest until 90 % of it remains (C tor's `circuits_handle_oom`).
+    async fn oom_loop(self: Arc<Self>) {
+        loop {
+            self.budget.crossed().await;
+            if !self.budget.is_over() {
+                continue;
+            }
+            let before = self.budget.used();
+            let mut oldest: Vec<(u64, u64, u32)> = {
+                let t = lock(&self.channels);
+                t.iter()
+                    .flat_map(|(id, ce)| {
+                        ce.handle
+                            .oldest_cells()
+                            .into_iter()
+                            .map(move |(c, tick)| (tick, *id, c.0))
+                    })
+                    .collect()
+            };
+            oldest.sort_unstable();
+            let mut freed = 0usize;
+            let mut victims = Vec::new();
+            for (_, chan, circ) in oldest {
+                if self.budget.used() <= self.budget.target() {
+                    break;
+                }
+                let handle = lock(&self.channels).get(&chan).map(|ce| ce.handle.clone());
+                if let Some(h) = handle {
+                    freed += h.clear_circuit(CircId(circ));
+                    victims.push((chan, circ));
+                }
+            }
+            let killed = victims.len();
+            self.kill_all(&victims, Kill::OutOfMemory);
+            metrics::counter!("tor_relay_load_oom_bytes_total", "subsys" => "cell")
+                .increment(freed as u64);
+            tracing::warn!(
+                queued = before,
+                ceiling = self.budget.limit(),
+                killed,
+                freed,
+                "queued cells passed max_mem_in_queues; killed the circuits with the oldest"
+            );
+        }
     }
 
     async fn worker_loop(self: Arc<Self>, i: usize) {
@@ -134,7 +298,7 @@ impl Router {
             }
             *lock(&self.workers[i].tx) = None;
             metrics::gauge!("edge_workers_connected").set(self.live_workers() as f64);
-            self.drop_worker_circuits(i).await;
+            self.drop_worker_circuits(i);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
@@ -175,76 +339,107 @@ impl Router {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             };
+            self.from_worker(i, &tx, msg);
+        }
+    }
+
+    /// One message from worker `i`: its cells are queued on their channels without
+    /// waiting (a full circuit queue ends that circuit only), its DESTROYs end circuits,
+    /// its extend requests start extends.
+    fn from_worker(
+        self: &Arc<Self>,
+        i: usize,
+        tx: &mpsc::Sender<rpc::EdgeToWorker>,
+        msg: rpc::WorkerToEdge,
+    ) {
+        let mut overflows = Vec::new();
+        {
+            let t = lock(&self.channels);
             for c in msg.cells {
                 let Some(ck) = c.circ else { continue };
+                let Some(ce) = t.get(&ck.channel) else {
+                    continue;
+                };
+                if !ce.circuits.contains_key(&ck.circ_id) {
+                    continue; // ended here already
+                }
+                let Ok(cmd) = u8::try_from(c.command) else {
+                    continue;
+                };
                 let cell = ChanCell {
                     circ_id: CircId(ck.circ_id),
-                    cmd: ChanCmd::from(u8::try_from(c.command).unwrap_or(0)),
+                    cmd: ChanCmd::from(cmd),
                     payload: c.payload,
                 };
-                let ch = lock(&self.channels).get(&ck.channel).cloned();
-                if let Some(ch) = ch {
-                    let _ = ch.send(cell).await;
+                if let Err(QueueError::Overflow(o)) = ce.handle.queue(cell) {
+                    overflows.push((ck.channel, o.circ_id.0));
                 }
             }
-            for d in msg.destroys {
-                let Some(ck) = d.circ else { continue };
-                lock(&self.circuits).remove(&(ck.channel, ck.circ_id));
-                let ch = lock(&self.channels).get(&ck.channel).cloned();
-                if let Some(ch) = ch {
-                    let reason = DestroyReason::from(u8::try_from(d.reason).unwrap_or(0));
-                    metrics::counter!("edge_destroys_sent_total", "reason" => reason.name())
-                        .increment(1);
-                    let _ = ch.send(destroy(CircId(ck.circ_id), reason)).await;
+        }
+        for (chan, circ) in overflows {
+            self.kill(chan, circ, Kill::MaxCellQueue);
+        }
+        for d in msg.destroys {
+            let Some(ck) = d.circ else { continue };
+            let handle = {
+                let mut t = lock(&self.channels);
+                t.get_mut(&ck.channel).and_then(|ce| {
+                    ce.remove(ck.circ_id)?;
+                    Some(ce.handle.clone())
+                })
+            };
+            if let Some(h) = handle {
+                let reason = DestroyReason::from(u8::try_from(d.reason).unwrap_or(0));
+                metrics::counter!("edge_destroys_sent_total", "reason" => reason.name())
+                    .increment(1);
+                h.queue_destroy(CircId(ck.circ_id), reason);
+            }
+        }
+        for x in msg.extend_requests {
+            let me = self.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (result, create2) = me.extend(i, &x).await;
+                // The result goes to the worker before CREATE2 leaves, so the worker
+                // knows the outbound circuit before its CREATED2 can come back.
+                let _ = tx
+                    .send(rpc::EdgeToWorker {
+                        extend_results: vec![rpc::ExtendResult {
+                            request_id: x.request_id,
+                            outcome: Some(result),
+                        }],
+                        ..Default::default()
+                    })
+                    .await;
+                if let Some((ch, cell)) = create2 {
+                    let _ = ch.queue(cell);
                 }
-            }
-            for x in msg.extend_requests {
-                let me = self.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let (result, create2) = me.extend(i, &x).await;
-                    // The result goes to the worker before CREATE2 leaves, so the worker
-                    // knows the outbound circuit before its CREATED2 can come back.
-                    let _ = tx
-                        .send(rpc::EdgeToWorker {
-                            extend_results: vec![rpc::ExtendResult {
-                                request_id: x.request_id,
-                                outcome: Some(result),
-                            }],
-                            ..Default::default()
-                        })
-                        .await;
-                    if let Some((ch, cell)) = create2 {
-                        let _ = ch.send(cell).await;
-                    }
-                });
-            }
+            });
         }
     }
 
     /// DESTROYs every circuit pinned to worker `i` (it died).
-    async fn drop_worker_circuits(&self, i: usize) {
-        let gone: Vec<(u64, u32)> = {
-            let mut c = lock(&self.circuits);
-            let keys: Vec<_> = c
-                .iter()
-                .filter(|(_, w)| **w == i)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in &keys {
-                c.remove(k);
+    fn drop_worker_circuits(&self, i: usize) {
+        let mut gone: Vec<(ChannelHandle, u32)> = Vec::new();
+        {
+            let mut t = lock(&self.channels);
+            for ce in t.values_mut() {
+                let ids: Vec<u32> = ce
+                    .circuits
+                    .iter()
+                    .filter(|(_, c)| c.worker == i)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    ce.remove(id);
+                    gone.push((ce.handle.clone(), id));
+                }
             }
-            keys
-        };
-        for (chan, circ) in gone {
-            let ch = lock(&self.channels).get(&chan).cloned();
-            if let Some(ch) = ch {
-                metrics::counter!("edge_destroys_sent_total", "reason" => DestroyReason::ResourceLimit.name())
-                    .increment(1);
-                let _ = ch
-                    .send(destroy(CircId(circ), DestroyReason::ResourceLimit))
-                    .await;
-            }
+        }
+        for (h, circ) in gone {
+            metrics::counter!("edge_destroys_sent_total", "reason" => DestroyReason::ResourceLimit.name())
+                .increment(1);
+            h.queue_destroy(CircId(circ), DestroyReason::ResourceLimit);
         }
     }
 
@@ -283,35 +478,54 @@ impl Router {
             }
         };
         let circ_id = {
-            let mut c = lock(&self.circuits);
-            let mut id;
-            loop {
-                id = rand::random::<u32>();
-                if ch.link_version >= 4 {
-                    id = if ch.we_initiated {
-                        id | 0x8000_0000
-                    } else {
-                        id & 0x7fff_ffff
-                    };
-                } else {
-                    id &= 0xffff;
-                }
-                if id != 0 && !c.contains_key(&(ch.id, id)) {
-                    break;
-                }
+            let mut t = lock(&self.channels);
+            if ch.is_closed() {
+                // Checked under the table lock: a channel open here is either still open
+                // when its `on_close` runs (which removes this entry) or seen closed.
+                return fail(DestroyReason::ConnectFailed);
             }
-            c.insert((ch.id, id), worker);
+            let ce = t.entry(ch.id).or_insert_with(|| ChanEntry {
+                handle: ch.clone(),
+                circuits: HashMap::new(),
+            });
+            let mut rng = rand::thread_rng();
+            let free = (0..MAX_CIRCID_ATTEMPTS)
+                .map(|_| {
+                    let id = rand::Rng::r#gen::<u32>(&mut rng);
+                    if ch.link_version >= 4 {
+                        if ch.we_initiated {
+                            id | 0x8000_0000
+                        } else {
+                            id & 0x7fff_ffff
+                        }
+                    } else {
+                        id & 0xffff
+                    }
+                })
+                .find(|id| *id != 0 && !ce.circuits.contains_key(id));
+            let Some(id) = free else {
+                // C tor: "No unused circIDs found on channel"; the extend fails.
+                metrics::counter!("edge_extend_failures_total").increment(1);
+                tracing::warn!("no unused circuit id on a channel; failing an extend");
+                return fail(DestroyReason::ResourceLimit);
+            };
+            ce.insert(
+                id,
+                Circ {
+                    worker,
+                    outbound: true,
+                },
+            );
             id
         };
-        lock(&self.channels)
-            .entry(ch.id)
-            .or_insert_with(|| ch.clone());
         let mut payload = Vec::with_capacity(CELL_PAYLOAD_LEN);
         payload.extend_from_slice(&(x.handshake_type as u16).to_be_bytes());
         payload.extend_from_slice(&(x.handshake_data.len() as u16).to_be_bytes());
         payload.extend_from_slice(&x.handshake_data);
         if payload.len() > CELL_PAYLOAD_LEN {
-            lock(&self.circuits).remove(&(ch.id, circ_id));
+            if let Some(ce) = lock(&self.channels).get_mut(&ch.id) {
+                ce.remove(circ_id);
+            }
             return fail(DestroyReason::Protocol);
         }
         payload.resize(CELL_PAYLOAD_LEN, 0);
@@ -362,27 +576,46 @@ impl CellHandler for Router {
             let Some(cell) = link_level(cell)? else {
                 return Ok(None);
             };
-            let key = (chan.id, cell.circ_id.0);
-            let pinned = lock(&self.circuits).get(&key).copied();
+            let circ = cell.circ_id.0;
+            let pinned = lock(&self.channels)
+                .get(&chan.id)
+                .and_then(|ce| ce.circuits.get(&circ).copied());
             match (cell.cmd, pinned) {
                 (ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2, None) => {
                     let wide = chan.link_version >= 4;
                     if !circ_id_ok_from_peer(cell.circ_id, wide, !chan.we_initiated) {
-                        if cell.circ_id.0 == 0 {
+                        if circ == 0 {
                             return Ok(None); // C tor ignores CREATE with id 0
                         }
                         return Ok(Some(destroy(cell.circ_id, DestroyReason::Protocol)));
                     }
-                    let Some((w, _)) = self.pick_worker(chan.id, cell.circ_id.0) else {
+                    let Some(w) = self.pick_worker(chan.id, circ) else {
                         metrics::counter!("edge_circuits_refused_total", "reason" => "no_worker")
                             .increment(1);
                         return Ok(Some(destroy(cell.circ_id, DestroyReason::ResourceLimit)));
                     };
-                    lock(&self.circuits).insert(key, w);
+                    let added = match lock(&self.channels).get_mut(&chan.id) {
+                        Some(ce) => {
+                            ce.insert(
+                                circ,
+                                Circ {
+                                    worker: w,
+                                    outbound: false,
+                                },
+                            );
+                            true
+                        }
+                        None => false,
+                    };
+                    if !added {
+                        return Ok(None); // the channel is closing
+                    }
                     metrics::counter!("edge_circuits_created_total").increment(1);
-                    if !self.forward(w, chan.id, cell.clone()).await {
-                        lock(&self.circuits).remove(&key);
-                        return Ok(Some(destroy(cell.circ_id, DestroyReason::ResourceLimit)));
+                    if !self.forward(w, chan.id, cell).await {
+                        if let Some(ce) = lock(&self.channels).get_mut(&chan.id) {
+                            ce.remove(circ);
+                        }
+                        return Ok(Some(destroy(CircId(circ), DestroyReason::ResourceLimit)));
                     }
                     Ok(None)
                 }
@@ -390,11 +623,15 @@ impl CellHandler for Router {
                     // A reused id: C tor drops it; destroying would kill the live circuit.
                     Ok(None)
                 }
-                (_, Some(w)) => {
+                (_, Some(c)) => {
                     if cell.cmd == ChanCmd::Destroy {
-                        lock(&self.circuits).remove(&key);
+                        if let Some(ce) = lock(&self.channels).get_mut(&chan.id) {
+                            ce.remove(circ);
+                        }
+                        // The circuit is gone: what was queued for it is not sent.
+                        chan.clear_circuit(cell.circ_id);
                     }
-                    self.forward(w, chan.id, cell).await;
+                    self.forward(c.worker, chan.id, cell).await;
                     Ok(None)
                 }
                 (_, None) => Ok(None), // unknown circuit: drop
@@ -403,19 +640,29 @@ impl CellHandler for Router {
     }
 
     fn on_open(&self, chan: &ChannelHandle) {
-        lock(&self.channels).insert(chan.id, chan.clone());
+        lock(&self.channels).insert(
+            chan.id,
+            ChanEntry {
+                handle: chan.clone(),
+                circuits: HashMap::new(),
+            },
+        );
     }
 
     fn on_close(&self, chan_id: u64) {
         lock(&self.channels).remove(&chan_id);
-        lock(&self.circuits).retain(|k, _| k.0 != chan_id);
-        for w in &self.workers {
-            if let Some(tx) = lock(&w.tx).clone() {
-                let _ = tx.try_send(rpc::EdgeToWorker {
+        for i in 0..self.workers.len() {
+            self.tell_worker(
+                i,
+                rpc::EdgeToWorker {
                     closed: vec![rpc::ChannelClosed { channel: chan_id }],
                     ..Default::default()
-                });
-            }
+                },
+            );
         }
+    }
+
+    fn on_overflow(&self, chan: &ChannelHandle, overflow: proto::circuitmux::Overflow) {
+        self.kill(chan.id, overflow.circ_id.0, Kill::MaxCellQueue);
     }
 }

@@ -143,7 +143,7 @@ async fn channel_manager_reuses_one_link_per_identity() {
                 let ch = Channel::accept(tls, &rctx, peer.ip(), Duration::from_secs(10))
                     .await
                     .unwrap();
-                let (_h, task) = ch.spawn(Duration::from_secs(60), Arc::new(IgnoreCells), kill);
+                let (_h, task) = ch.spawn(&policy(), Arc::new(IgnoreCells), kill);
                 let _ = task.await;
             });
         }
@@ -158,13 +158,8 @@ async fn channel_manager_reuses_one_link_per_identity() {
     let (_state_tx, state_rx) = tokio::sync::watch::channel(Arc::new(state));
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mgr = Arc::new(
-        edge::chanmgr::ChannelManager::new(
-            state_rx,
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-            stop_rx,
-        )
-        .unwrap(),
+        edge::chanmgr::ChannelManager::new(state_rx, Duration::from_secs(10), policy(), stop_rx)
+            .unwrap(),
     );
     let std::net::SocketAddr::V4(v4) = addr else {
         unreachable!()
@@ -195,7 +190,7 @@ async fn channel_manager_reuses_one_link_per_identity() {
     assert_eq!(mgr.open_channels(), 1);
 
     // When the link dies, the next caller opens a fresh one.
-    let mut h = mgr.get_or_connect(&target).await.unwrap();
+    let h = mgr.get_or_connect(&target).await.unwrap();
     kill_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), h.closed())
         .await
@@ -253,6 +248,10 @@ async fn responder_speaks_tls12_and_tls13() {
         let got = tls.get_ref().1.protocol_version().unwrap();
         assert_eq!(format!("{got:?}"), name);
     }
+}
+
+fn policy() -> proto_io::channel::ChannelPolicy {
+    proto_io::channel::ChannelPolicy::c_tor_defaults(proto_io::budget::MemBudget::new(64 << 20))
 }
 
 /// A channel handler that drops every cell (these tests look at links, not circuits).

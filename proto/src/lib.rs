@@ -17,6 +17,8 @@
 //!   RSA→Ed25519 crosscert, the descriptor's onion-key crosscerts.
 //! - [`keys`]: RSA and Ed25519 key types and the relay identity bundle (C tor's key files).
 //! - [`circuit`]: the relay side of a circuit as a sans-io engine (events in, actions out).
+//! - [`circuitmux`]: a channel's outbound cell queues, one per circuit, capped and served
+//!   in turn.
 //! - [`handshake`]: circuit handshakes: CREATE_FAST (KDF-TOR), ntor, ntor v3.
 //! - [`crypto`]: the tor1 relay-crypto layer (tor-spec §5.2, §6.1).
 //!
@@ -29,6 +31,7 @@
 pub mod cell;
 pub mod cert;
 pub mod circuit;
+pub mod circuitmux;
 pub mod crypto;
 pub mod error;
 pub mod handshake;

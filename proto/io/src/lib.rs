@@ -2,7 +2,7 @@
 //! (DESIGN.md "Observability and config"). `proto` is sans-io; everything two or more
 //! binaries need that touches files, sockets, clocks or signals lives here:
 //! configuration loading, log set-up, the Prometheus `/metrics` endpoint, shutdown
-//! signals ([this module](self)), key directories ([`keydir`]), the edge↔worker gRPC
+//! signals ([this module](self)), the queue ceiling ([`budget`]), key directories ([`keydir`]), the edge↔worker gRPC
 //! schema ([`rpc`], [`batch`]), rustls set-up for Tor links ([`tls`]) and the tokio
 //! driver of one Tor link ([`channel`]).
 //!
@@ -15,6 +15,7 @@
 //! - Nothing here logs a peer's address.
 
 pub mod batch;
+pub mod budget;
 pub mod channel;
 pub mod keydir;
 pub mod rpc;

@@ -10,8 +10,12 @@
 //!   next hop, or an EXTEND2 in a plain RELAY cell, is a protocol violation (trap 15).
 //! - Flow control (tor-spec §7.3–7.4): circuit package window 1000 (+100 per SENDME),
 //!   stream windows 500 (+50). We send a circuit SENDME v1 (authenticated with the digest
-//!   of the cell that triggered it, prop 289) after every 100 DATA cells delivered, a
-//!   stream SENDME after every 50. Only DATA cells count (trap 14).
+//!   of the cell that triggered it, prop 289) after every 100 DATA cells delivered. A
+//!   stream SENDME goes out once 50 more cells can be taken *and* the caller has written
+//!   all but [`STREAM_FLUSH_SLACK`] cells of that stream's data to its connection
+//!   ([`RelayCircuit::stream_flushed`]; C tor's `connection_edge_consider_sending_sendme`
+//!   with `connection_outbuf_too_full`), so a destination that stops reading holds at
+//!   most one stream window of data here. Only DATA cells count (tor-spec §7.4).
 //! - Streams are opened by the caller after its exit policy ([`Action::OpenStream`]); the
 //!   engine never names an address it did not get from a BEGIN.
 
@@ -44,6 +48,9 @@ pub const STREAMWINDOW_START: u16 = 500;
 pub const STREAMWINDOW_INCREMENT: u16 = 50;
 /// Handshake type of ntor in CREATE2.
 pub const HTYPE_NTOR: u16 = 2;
+/// Cells of a stream's data that may still be unwritten when its SENDME goes out (C tor:
+/// an exit connection's outbuf over 10 cells' worth holds the SENDME back).
+pub const STREAM_FLUSH_SLACK: u32 = 10;
 
 /// What a circuit asks its worker to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +138,8 @@ struct Stream {
     pending: std::collections::VecDeque<Bytes>,
     /// The exit connection ended while data was still pending: END follows the data.
     end_after_pending: Option<EndReason>,
+    /// DATA cells handed to the caller ([`Action::StreamWrite`]) not yet reported written.
+    unflushed: u32,
 }
 
 /// One circuit at this relay.
@@ -427,6 +436,7 @@ impl RelayCircuit {
                     Stream {
                         package_window: STREAMWINDOW_START,
                         deliver_window: STREAMWINDOW_START,
+                        unflushed: 0,
                         connected: false,
                         pending: std::collections::VecDeque::new(),
                         end_after_pending: None,
@@ -443,6 +453,7 @@ impl RelayCircuit {
                     Stream {
                         package_window: STREAMWINDOW_START,
                         deliver_window: STREAMWINDOW_START,
+                        unflushed: 0,
                         connected: false,
                         pending: std::collections::VecDeque::new(),
                         end_after_pending: None,
@@ -482,14 +493,9 @@ impl RelayCircuit {
                     .deliver_window
                     .checked_sub(1)
                     .ok_or(Error::InvalidValue("stream deliver window exceeded"))?;
-                let send_sendme = st.deliver_window <= STREAMWINDOW_START - STREAMWINDOW_INCREMENT;
-                if send_sendme {
-                    st.deliver_window += STREAMWINDOW_INCREMENT;
-                }
+                st.unflushed += 1;
                 out.push(Action::StreamWrite { stream, data: d });
-                if send_sendme {
-                    self.send_back(rng, stream, &RelayMsg::Sendme(Sendme::V0), out)?;
-                }
+                self.consider_stream_sendme(rng, stream, out)?;
             }
             RelayMsg::End(_) if self.streams.remove(&stream).is_some() => {
                 out.push(Action::CloseStream { stream });
@@ -616,6 +622,52 @@ impl RelayCircuit {
             self.close(DestroyReason::Internal, true, &mut out);
         }
         out
+    }
+
+    /// The caller wrote `cells` more cells of `stream`'s data to its connection; a stream
+    /// SENDME follows when the window is due one and little is left unwritten.
+    pub fn stream_flushed(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        stream: StreamId,
+        cells: u32,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.closed {
+            return out;
+        }
+        if let Some(st) = self.streams.get_mut(&stream) {
+            st.unflushed = st.unflushed.saturating_sub(cells);
+        }
+        if self.consider_stream_sendme(rng, stream, &mut out).is_err() {
+            self.close(DestroyReason::Internal, true, &mut out);
+        }
+        out
+    }
+
+    fn consider_stream_sendme(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        stream: StreamId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Error> {
+        loop {
+            let Some(st) = self.streams.get_mut(&stream) else {
+                return Ok(());
+            };
+            if st.deliver_window > STREAMWINDOW_START - STREAMWINDOW_INCREMENT
+                || st.unflushed > STREAM_FLUSH_SLACK
+            {
+                return Ok(());
+            }
+            st.deliver_window += STREAMWINDOW_INCREMENT;
+            self.send_back(rng, stream, &RelayMsg::Sendme(Sendme::V0), out)?;
+        }
+    }
+
+    /// The circuit's package window: DATA cells all its streams together may still send.
+    pub fn circuit_credit(&self) -> u16 {
+        if self.closed { 0 } else { self.package_window }
     }
 
     /// How many DATA cells `stream` may send now (0 = wait for [`Action::ResumeStream`]).

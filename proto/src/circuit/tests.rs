@@ -183,8 +183,9 @@ fn windows_and_authenticated_sendme() {
         }
     );
     assert_eq!(circ.stream_credit(StreamId(1)), 49);
-    // The client sends 100 DATA cells: the 100th triggers a SENDME v1 whose digest is
-    // that cell's running digest (prop 289), and 50 trigger a stream SENDME.
+    // The client sends 100 DATA cells, each written to the connection at once: the 100th
+    // triggers a SENDME v1 whose digest is that cell's running digest (prop 289), and
+    // every 50 written trigger a stream SENDME.
     let mut sendmes = Vec::new();
     let mut expect = None;
     for i in 1..=100 {
@@ -192,7 +193,10 @@ fn windows_and_authenticated_sendme() {
         if i == 100 {
             expect = cl.circ.last_digest_sent(0);
         }
-        for a in circ.from_prev(&mut r, ChanCmd::Relay, &c) {
+        let mut acts = circ.from_prev(&mut r, ChanCmd::Relay, &c);
+        assert!(acts.iter().any(|a| matches!(a, Action::StreamWrite { .. })));
+        acts.extend(circ.stream_flushed(&mut r, StreamId(1), 1));
+        for a in acts {
             if matches!(a, Action::ToPrev { .. }) {
                 sendmes.push(cl.read(&a));
             }
@@ -222,6 +226,60 @@ fn windows_and_authenticated_sendme() {
             "SENDME {i}: {acts:?}"
         );
     }
+}
+
+/// A destination that does not read: the stream window closes after 500 DATA cells with
+/// no stream SENDME, a 501st is a protocol violation, and writing the data out releases
+/// the SENDMEs that were held back.
+#[test]
+fn stream_sendmes_wait_for_the_destination() {
+    let (mut circ, mut cl) = setup();
+    let mut r = rng();
+    circ.from_prev(&mut r, ChanCmd::Relay, &cl.cell(1, &begin()));
+    for a in circ.stream_connected(&mut r, StreamId(1), Ok(Connected { addr: None })) {
+        if matches!(a, Action::ToPrev { .. }) {
+            cl.read(&a); // CONNECTED (keeps the client's digest in step)
+        }
+    }
+    let stream_sendmes = |acts: &[Action], cl: &mut Client| {
+        acts.iter()
+            .filter(|a| matches!(a, Action::ToPrev { .. }))
+            .map(|a| cl.read(a))
+            .filter(|c| c.stream_id.0 == 1 && c.cmd == RelayCmd::Sendme)
+            .count()
+    };
+    let mut held = 0;
+    for _ in 0..500 {
+        let c = cl.cell(1, &RelayMsg::Data(Bytes::from_static(b"z")));
+        let acts = circ.from_prev(&mut r, ChanCmd::Relay, &c);
+        assert!(!acts.contains(&Action::Close));
+        held += stream_sendmes(&acts, &mut cl);
+    }
+    assert_eq!(held, 0, "no stream SENDME while the data is unwritten");
+    let c = cl.cell(1, &RelayMsg::Data(Bytes::from_static(b"z")));
+    // All but the slack written: the ten SENDMEs the window owes go out together.
+    let acts = circ.stream_flushed(&mut r, StreamId(1), 500 - STREAM_FLUSH_SLACK);
+    assert_eq!(stream_sendmes(&acts, &mut cl), 10);
+    // The cell built before the flush is now within the window again.
+    assert!(
+        !circ
+            .from_prev(&mut r, ChanCmd::Relay, &c)
+            .contains(&Action::Close)
+    );
+    // And beyond a full unflushed window, DATA ends the circuit.
+    let (mut circ2, mut cl2) = setup();
+    circ2.from_prev(&mut r, ChanCmd::Relay, &cl2.cell(1, &begin()));
+    circ2.stream_connected(&mut r, StreamId(1), Ok(Connected { addr: None }));
+    for _ in 0..500 {
+        let c = cl2.cell(1, &RelayMsg::Data(Bytes::from_static(b"z")));
+        circ2.from_prev(&mut r, ChanCmd::Relay, &c);
+    }
+    let c = cl2.cell(1, &RelayMsg::Data(Bytes::from_static(b"z")));
+    assert!(
+        circ2
+            .from_prev(&mut r, ChanCmd::Relay, &c)
+            .contains(&Action::Close)
+    );
 }
 
 #[test]

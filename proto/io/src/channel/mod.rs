@@ -9,6 +9,10 @@
 //! - A peer counts as a relay only after its certificates (and, when it initiated, its
 //!   AUTHENTICATE cell) checked out; otherwise it is a client.
 
+mod open;
+
+pub use open::{CellHandler, ChannelHandle, ChannelPolicy, QueueError, link_level};
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -132,6 +136,27 @@ pub struct LinkContext {
     pub my_addrs: Vec<IpAddr>,
 }
 
+impl LinkContext {
+    /// A context for a fresh, throw-away relay identity at `now` (UNIX seconds) on
+    /// 127.0.0.1: what tests and tools need to speak the link protocol as some relay.
+    ///
+    /// # Errors
+    /// Key or certificate generation failed.
+    pub fn ephemeral(
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        now: u64,
+    ) -> Result<(proto::keys::EdgeKeys, Self), proto::Error> {
+        let files = proto::keys::RelayKeys::generate(rng, now, 86400)?.to_files()?;
+        let keys = proto::keys::EdgeKeys::from_files(&files)?;
+        let (certs, _) = LinkCerts::generate(rng, &keys, now, 86400)?;
+        let ctx = LinkContext {
+            certs,
+            my_addrs: vec![IpAddr::from([127, 0, 0, 1])],
+        };
+        Ok((keys, ctx))
+    }
+}
+
 /// A framed, handshaken link.
 pub struct Channel<S> {
     stream: S,
@@ -155,6 +180,14 @@ impl<S> std::fmt::Debug for Channel<S> {
     }
 }
 
+impl<S> Channel<S> {
+    /// The stream, the framing and any bytes read past the handshake: for a caller that
+    /// drives the open link itself (a test's hostile peer) instead of [`Channel::spawn`].
+    pub fn into_parts(self) -> (S, ChanCodec, BytesMut) {
+        (self.stream, self.codec, self.rbuf)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
     fn new(stream: S, we_initiated: bool) -> Self {
         Channel {
@@ -172,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
     /// # Errors
     /// [`ChanError::Timeout`], [`ChanError::Closed`] or I/O errors.
     pub async fn read_cell(&mut self, limit: Duration) -> Result<ChanCell, ChanError> {
-        read_cell_from(&mut self.stream, &self.codec, &mut self.rbuf, limit).await
+        read_cell_from(&mut self.stream, &self.codec, &mut self.rbuf, Some(limit)).await
     }
 
     /// Encodes and sends one message; returns the framed bytes (for SLOG/CLOG).
@@ -432,136 +465,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo> Channel<S> {
             }
         }
     }
-
-    /// Hands the open channel to a reader task and a writer task and returns a handle
-    /// for sending cells on it. Every cell goes to `handler`, whose reply (if any) is
-    /// queued on the same channel; the channel closes when the handler says so, after
-    /// `idle` without a cell, or when `shutdown` turns true. The join handle yields why it
-    /// ended.
-    pub fn spawn(
-        self,
-        idle: Duration,
-        handler: std::sync::Arc<dyn CellHandler>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> (
-        ChannelHandle,
-        tokio::task::JoinHandle<Result<(), ChanError>>,
-    )
-    where
-        S: Send + 'static,
-    {
-        let (r, mut w) = tokio::io::split(self.stream);
-        let mut reader = CellReader {
-            r,
-            codec: self.codec,
-            rbuf: self.rbuf,
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<ChanCell>(CHANNEL_QUEUE);
-        let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
-        let handle = ChannelHandle {
-            id: next_channel_id(),
-            peer: self.peer,
-            link_version: self.link_version,
-            we_initiated: self.we_initiated,
-            tx: tx.clone(),
-            closed: closed_rx,
-        };
-        handler.on_open(&handle);
-        let me = handle.clone();
-        let codec = self.codec;
-        let task = tokio::spawn(async move {
-            let writer = async {
-                let mut out = BytesMut::new();
-                while let Some(cell) = rx.recv().await {
-                    codec.encode(&cell, &mut out)?;
-                    // Batch whatever else is already queued into the same write.
-                    while out.len() < 16 * 1024 {
-                        match rx.try_recv() {
-                            Ok(c) => codec.encode(&c, &mut out)?,
-                            Err(_) => break,
-                        }
-                    }
-                    w.write_all(&out).await?;
-                    w.flush().await?;
-                    out.clear();
-                }
-                Ok::<(), ChanError>(())
-            };
-            let reader_loop = async {
-                loop {
-                    let cell = match reader.read_cell(idle).await {
-                        Ok(c) => c,
-                        Err(ChanError::Closed) => return Ok(()),
-                        Err(e) => return Err(e),
-                    };
-                    metrics::counter!("edge_cells_received_total").increment(1);
-                    if let Some(reply) = handler.on_cell(&me, cell).await?
-                        && tx.send(reply).await.is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-            };
-            let r = tokio::select! {
-                r = reader_loop => r,
-                r = writer => r,
-                _ = shutdown.changed() => Ok(()),
-            };
-            let _ = closed_tx.send(true);
-            handler.on_close(me.id);
-            r
-        });
-        (handle, task)
-    }
-}
-
-/// Capacity of a channel's outbound cell queue.
-const CHANNEL_QUEUE: usize = 256;
-
-fn next_channel_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// What an open channel does with its cells.
-pub trait CellHandler: Send + Sync + 'static {
-    /// Handles one cell; `Some` is a cell to send back on the same channel. An error
-    /// closes the channel.
-    fn on_cell<'a>(
-        &'a self,
-        chan: &'a ChannelHandle,
-        cell: ChanCell,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<ChanCell>, ChanError>> + Send + 'a>,
-    >;
-    /// The channel is open (called before its first cell).
-    fn on_open(&self, _chan: &ChannelHandle) {}
-    /// The channel has ended.
-    fn on_close(&self, _chan_id: u64) {}
-}
-
-/// Link-level rules for a cell on an open channel: `Ok(None)` to ignore it, `Err` to close
-/// the channel; otherwise the cell is circuit traffic and comes back as `Ok(Some)`.
-pub fn link_level(cell: ChanCell) -> Result<Option<ChanCell>, ChanError> {
-    match cell.cmd {
-        ChanCmd::Padding | ChanCmd::Vpadding | ChanCmd::Authorize | ChanCmd::PaddingNegotiate => {
-            Ok(None)
-        }
-        ChanCmd::Create
-        | ChanCmd::CreateFast
-        | ChanCmd::Create2
-        | ChanCmd::Relay
-        | ChanCmd::RelayEarly
-        | ChanCmd::Destroy
-        | ChanCmd::Created
-        | ChanCmd::CreatedFast
-        | ChanCmd::Created2 => Ok(Some(cell)),
-        ChanCmd::Unrecognized(_) => Ok(None),
-        other => Err(ChanError::Unexpected {
-            cmd: other,
-            state: "open channel",
-        }),
-    }
 }
 
 /// Reads framed cells from one direction of a link.
@@ -572,8 +475,9 @@ struct CellReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> CellReader<R> {
-    async fn read_cell(&mut self, limit: Duration) -> Result<ChanCell, ChanError> {
-        read_cell_from(&mut self.r, &self.codec, &mut self.rbuf, limit).await
+    /// The next cell, however long it takes (an open channel has no read deadline).
+    async fn read_cell(&mut self) -> Result<ChanCell, ChanError> {
+        read_cell_from(&mut self.r, &self.codec, &mut self.rbuf, None).await
     }
 }
 
@@ -581,9 +485,9 @@ async fn read_cell_from<R: AsyncRead + Unpin>(
     r: &mut R,
     codec: &ChanCodec,
     rbuf: &mut BytesMut,
-    limit: Duration,
+    limit: Option<Duration>,
 ) -> Result<ChanCell, ChanError> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
     loop {
         if let Some(cell) = codec.decode(rbuf)? {
             return Ok(cell);
@@ -593,10 +497,13 @@ async fn read_cell_from<R: AsyncRead + Unpin>(
             return Err(proto::Error::TooLarge("cell").into());
         }
         rbuf.reserve(4096);
-        let n = match tokio::time::timeout_at(deadline, r.read_buf(rbuf))
-            .await
-            .map_err(|_| ChanError::Timeout("waiting for a cell"))?
-        {
+        let read = match deadline {
+            Some(d) => tokio::time::timeout_at(d, r.read_buf(rbuf))
+                .await
+                .map_err(|_| ChanError::Timeout("waiting for a cell"))?,
+            None => r.read_buf(rbuf).await,
+        };
+        let n = match read {
             Ok(n) => n,
             // Tor peers routinely close without a TLS close_notify.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
@@ -605,41 +512,6 @@ async fn read_cell_from<R: AsyncRead + Unpin>(
         if n == 0 {
             return Err(ChanError::Closed);
         }
-    }
-}
-
-/// A handle on an open channel: send cells, learn whether it closed. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct ChannelHandle {
-    /// Process-unique channel id.
-    pub id: u64,
-    /// Who is on the other end.
-    pub peer: Peer,
-    /// Negotiated link version.
-    pub link_version: u16,
-    /// Whether we initiated this link (then our circuit ids have the MSB set).
-    pub we_initiated: bool,
-    tx: tokio::sync::mpsc::Sender<ChanCell>,
-    closed: tokio::sync::watch::Receiver<bool>,
-}
-
-impl ChannelHandle {
-    /// Queues a cell (waits while the queue is full: back-pressure).
-    ///
-    /// # Errors
-    /// [`ChanError::Closed`] when the channel has ended.
-    pub async fn send(&self, cell: ChanCell) -> Result<(), ChanError> {
-        self.tx.send(cell).await.map_err(|_| ChanError::Closed)
-    }
-
-    /// True once the channel has ended.
-    pub fn is_closed(&self) -> bool {
-        *self.closed.borrow() || self.tx.is_closed()
-    }
-
-    /// Waits until the channel ends.
-    pub async fn closed(&mut self) {
-        let _ = self.closed.wait_for(|c| *c).await;
     }
 }
 
