@@ -2,8 +2,10 @@
 //! roles, then the open channel's cell loop.
 //!
 //! Invariants:
-//! - Every read is bounded in time (handshake and idle timeouts) and in size (one cell is
-//!   at most 65535 + 7 bytes; the read buffer never holds more than a few cells).
+//! - Every handshake read is bounded in time; every read is bounded in size (one cell is
+//!   at most 65535 + 7 bytes; the read buffer never holds more than a few cells). An open
+//!   channel has no read deadline: the open-channel driver closes it by C tor's idle rule (no circuits
+//!   for a while) and its write timeout.
 //! - Any protocol violation closes the channel; the reason is logged at debug and counted
 //!   in `edge_channels_closed_total{reason}`. Nothing a peer sends can panic the edge.
 //! - A peer counts as a relay only after its certificates (and, when it initiated, its
