@@ -96,16 +96,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn destroy(circ_id: CircId, reason: DestroyReason) -> ChanCell {
-    let mut p = vec![0u8; CELL_PAYLOAD_LEN];
-    p[0] = reason.into();
-    ChanCell {
-        circ_id,
-        cmd: ChanCmd::Destroy,
-        payload: Bytes::from(p),
-    }
-}
-
 impl Router {
     /// A router for the worker URLs whose channel queues share `budget`; call
     /// [`Router::start`] to connect them.
@@ -587,12 +577,18 @@ impl CellHandler for Router {
                         if circ == 0 {
                             return Ok(None); // C tor ignores CREATE with id 0
                         }
-                        return Ok(Some(destroy(cell.circ_id, DestroyReason::Protocol)));
+                        return Ok(Some(ChanCell::destroy(
+                            cell.circ_id,
+                            DestroyReason::Protocol,
+                        )));
                     }
                     let Some(w) = self.pick_worker(chan.id, circ) else {
                         metrics::counter!("edge_circuits_refused_total", "reason" => "no_worker")
                             .increment(1);
-                        return Ok(Some(destroy(cell.circ_id, DestroyReason::ResourceLimit)));
+                        return Ok(Some(ChanCell::destroy(
+                            cell.circ_id,
+                            DestroyReason::ResourceLimit,
+                        )));
                     };
                     let added = match lock(&self.channels).get_mut(&chan.id) {
                         Some(ce) => {
@@ -615,7 +611,10 @@ impl CellHandler for Router {
                         if let Some(ce) = lock(&self.channels).get_mut(&chan.id) {
                             ce.remove(circ);
                         }
-                        return Ok(Some(destroy(CircId(circ), DestroyReason::ResourceLimit)));
+                        return Ok(Some(ChanCell::destroy(
+                            CircId(circ),
+                            DestroyReason::ResourceLimit,
+                        )));
                     }
                     Ok(None)
                 }

@@ -149,13 +149,7 @@ impl CircuitMux {
             let Some((circ_id, reason)) = self.destroys.pop_front() else {
                 break;
             };
-            let mut payload = vec![0u8; CELL_PAYLOAD_LEN];
-            payload[0] = reason.into();
-            out.push(ChanCell {
-                circ_id,
-                cmd: ChanCmd::Destroy,
-                payload: payload.into(),
-            });
+            out.push(ChanCell::destroy(circ_id, reason));
             self.bytes -= DESTROY_COST;
             taken += DESTROY_COST;
         }

@@ -152,6 +152,19 @@ pub struct ChanCell {
     pub payload: Bytes,
 }
 
+impl ChanCell {
+    /// DESTROY for `circ_id` with `reason` (tor-spec §5.4): the reason byte, zero-padded.
+    pub fn destroy(circ_id: CircId, reason: msg::DestroyReason) -> Self {
+        let mut p = vec![0u8; CELL_PAYLOAD_LEN];
+        p[0] = reason.into();
+        ChanCell {
+            circ_id,
+            cmd: ChanCmd::Destroy,
+            payload: Bytes::from(p),
+        }
+    }
+}
+
 /// Streaming framing of channel cells for one link (tor-spec §3).
 ///
 /// Starts un-negotiated (2-byte circuit ids, as the VERSIONS exchange requires); call

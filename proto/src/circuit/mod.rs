@@ -164,9 +164,7 @@ impl std::fmt::Debug for RelayCircuit {
 }
 
 fn destroy_payload(reason: DestroyReason) -> Bytes {
-    let mut p = vec![0u8; crate::cell::CELL_PAYLOAD_LEN];
-    p[0] = reason.into();
-    Bytes::from(p)
+    crate::cell::ChanCell::destroy(crate::CircId::LINK, reason).payload
 }
 
 fn padded(data: &[u8]) -> Bytes {
