@@ -1,24 +1,27 @@
 //! The worker side of the edge↔worker gRPC stream (`proto/io/rpc.proto`): one `Link` per
 //! edge. Incoming batches are split per shard (by rendezvous on the circuit key for new
-//! circuits, by table for outbound circuits of extends) and handed to the shard actors
-//! with `send().await`, so a busy shard pushes back on its edge.
+//! circuits, by the link's [`Routes`] for outbound circuits of extends) and handed to the
+//! shard actors with `send().await`, so a busy shard pushes back on its edge.
 //!
-//! Invariants: a circuit's cells reach one shard, in order; when the link ends every shard
-//! drops that link's circuits (DESTROYing their other sides).
+//! Invariants: a circuit's cells reach one shard, in order; a message that breaks the rpc
+//! invariants (a link cell, an unknown command, a cell without a key) is counted and
+//! dropped, never handed on; when the link ends every shard drops that link's circuits
+//! (DESTROYing their other sides).
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::Addr;
+use proto::cell::ChanCell;
 use proto_io::rpc;
 use proto_io::rpc::circuit_worker_server::CircuitWorker;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::shard::{FromEdge, Shard};
+use crate::shard::{FromEdge, Link, Routes, Shard};
 
 /// Messages queued toward one edge before a shard has to wait.
 pub const EDGE_QUEUE: usize = 1024;
@@ -47,6 +50,11 @@ pub fn shard_for(link: u64, channel: u64, circ_id: u32, n: usize) -> usize {
     (h.finish() % n.max(1) as u64) as usize
 }
 
+/// Counts a part of an edge's message that breaks the rpc invariants (dropped).
+fn rejected(what: &'static str) {
+    metrics::counter!("worker_rpc_rejected_total", "part" => what).increment(1);
+}
+
 type LinkStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<rpc::WorkerToEdge, Status>> + Send>>;
 
@@ -59,76 +67,73 @@ impl CircuitWorker for WorkerService {
         request: Request<Streaming<rpc::EdgeToWorker>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
         let mut incoming = request.into_inner();
-        let link = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let shards = self.shards.clone();
         let (tx, rx) = mpsc::channel::<rpc::WorkerToEdge>(EDGE_QUEUE);
         metrics::gauge!("worker_edge_links").increment(1.0);
         tokio::spawn(async move {
-            // Outbound circuit keys (from extends) -> shard.
-            let mut outbound: HashMap<(u64, u32), usize> = HashMap::new();
+            let link = Link {
+                id,
+                tx,
+                routes: Arc::new(Routes::default()),
+            };
             loop {
                 let msg = match incoming.message().await {
                     Ok(Some(m)) => m,
                     Ok(None) | Err(_) => break,
                 };
                 if let Some(h) = &msg.hello {
-                    tracing::info!(edge = %h.edge_id, link, "edge linked");
+                    tracing::info!(edge = %h.edge_id, link = id, "edge linked");
                 }
-                for r in msg.extend_results {
-                    let shard = usize::try_from(Shard::shard_of_request(r.request_id))
+                for result in msg.extend_results {
+                    let shard = usize::try_from(Shard::shard_of_request(result.request_id))
                         .unwrap_or(usize::MAX);
                     let Some(addr) = shards.get(shard) else {
+                        rejected("extend_result");
                         continue;
                     };
-                    if let Some(rpc::extend_result::Outcome::Outbound(ck)) = &r.outcome {
-                        outbound.insert((ck.channel, ck.circ_id), shard);
-                    }
+                    // Awaited: the shard has routed the new outbound circuit before any
+                    // of its cells below are looked up.
                     let _ = addr
                         .send(FromEdge::ExtendResult {
-                            link,
-                            tx: tx.clone(),
-                            result: r,
+                            link: link.clone(),
+                            result,
                         })
                         .await;
                 }
                 // DESTROYs from the edge are cells like any other for the circuit engine.
-                let destroys = msg.destroys.into_iter().map(|d| {
-                    let mut p = vec![0u8; 509];
-                    p[0] = u8::try_from(d.reason).unwrap_or(0);
-                    rpc::Cell {
-                        circ: d.circ,
-                        command: 4,
-                        payload: p.into(),
-                    }
-                });
-                let mut per_shard: Vec<Vec<rpc::Cell>> = vec![Vec::new(); shards.len()];
-                for c in msg.cells.into_iter().chain(destroys) {
-                    let Some(ck) = c.circ else { continue };
-                    let s = outbound
-                        .get(&(ck.channel, ck.circ_id))
-                        .copied()
-                        .unwrap_or_else(|| shard_for(link, ck.channel, ck.circ_id, shards.len()));
+                let cells: Vec<(rpc::CircKey, ChanCell)> = msg
+                    .cells
+                    .into_iter()
+                    .map(rpc::Cell::into_chan)
+                    .chain(msg.destroys.into_iter().map(rpc::Destroy::into_chan))
+                    .filter_map(|c| c.map_err(|_| rejected("cell")).ok())
+                    .collect();
+                let routed = link.routes.lookup(cells.iter().map(|(k, _)| k));
+                let mut per_shard: Vec<Vec<(u64, ChanCell)>> = vec![Vec::new(); shards.len()];
+                for ((key, cell), route) in cells.into_iter().zip(routed) {
+                    let s = route
+                        .unwrap_or_else(|| shard_for(id, key.channel, key.circ_id, shards.len()));
                     if let Some(v) = per_shard.get_mut(s) {
-                        v.push(c);
+                        v.push((key.channel, cell));
                     }
                 }
                 for (s, cells) in per_shard.into_iter().enumerate() {
                     if !cells.is_empty() {
                         let _ = shards[s]
                             .send(FromEdge::Cells {
-                                link,
-                                tx: tx.clone(),
+                                link: link.clone(),
                                 cells,
                             })
                             .await;
                     }
                 }
                 for c in msg.closed {
-                    outbound.retain(|k, _| k.0 != c.channel);
+                    link.routes.drop_channel(c.channel);
                     for s in &shards {
                         let _ = s
                             .send(FromEdge::ChannelClosed {
-                                link,
+                                link: id,
                                 channel: c.channel,
                             })
                             .await;
@@ -136,10 +141,10 @@ impl CircuitWorker for WorkerService {
                 }
             }
             for s in &shards {
-                let _ = s.send(FromEdge::LinkGone { link }).await;
+                let _ = s.send(FromEdge::LinkGone { link: id }).await;
             }
             metrics::gauge!("worker_edge_links").decrement(1.0);
-            tracing::info!(link, "edge link closed");
+            tracing::info!(link = id, "edge link closed");
         });
         // Cells queued while the stream is busy go out together (many cells a message).
         let out = ReceiverStream::new(proto_io::batch::coalesce(rx, 256, 4));

@@ -5,6 +5,15 @@
 //! Invariants:
 //! - A circuit lives in exactly one shard; every cell of it reaches that shard in order
 //!   (the link handler routes by key), and the shard handles one message at a time.
+//! - The shard is the only writer of its outbound circuits' [`Routes`] entries: it adds one
+//!   when an extend succeeds and removes it when the outbound circuit ends (DESTROY either
+//!   way, TRUNCATE, the circuit's close, the channel's close), so the tables hold live
+//!   circuits only.
+//! - Every circuit end (inbound and outbound) is indexed by its (link, channel), so a
+//!   channel's close costs that channel's circuits, not the shard's.
+//! - An extend result counts only on the link its request went out on and only while the
+//!   circuit that asked waits for it; any other result with an outbound circuit gets that
+//!   circuit DESTROYed, so no orphan is left at the edge.
 //! - Output to an edge goes through a bounded queue awaited inside the handler
 //!   (`AtomicResponse`), so a slow edge slows its shards instead of growing memory.
 //! - Exit connections are opened only after the exit policy allows the address, and read
@@ -14,20 +23,20 @@
 //!   send more, so a destination that stops reading holds one stream window here. The
 //!   writer ends with its stream (after flushing, on END) or at once (circuit gone).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use proto::StreamId;
-use proto::cell::ChanCmd;
 use proto::cell::msg::DestroyReason;
+use proto::cell::{ChanCell, ChanCmd};
 use proto::circuit::{Action, RelayCircuit, ServerKeys};
 use proto::keys::WorkerKeys;
 use proto::netdoc::policy::ExitPolicy;
 use proto::relay_cell::msg::{Begin, Connected, EndReason};
+use proto::{CircId, StreamId};
 use proto_io::rpc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -37,6 +46,69 @@ pub type Key = (u64, u64, u32);
 
 /// The queue toward one edge link.
 pub type EdgeTx = mpsc::Sender<rpc::WorkerToEdge>;
+
+/// Which shard owns each outbound circuit of one link (the ones extends created), by
+/// channel so that a channel's close drops its entries at once. Read by the link's reader
+/// for every batch; written only by the owning shards.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_channel: Mutex<HashMap<u64, HashMap<u32, usize>>>,
+}
+
+impl Routes {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HashMap<u32, usize>>> {
+        self.by_channel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, channel: u64, circ: u32, shard: usize) {
+        self.table().entry(channel).or_default().insert(circ, shard);
+    }
+
+    fn remove(&self, channel: u64, circ: u32) {
+        let mut t = self.table();
+        if let Some(m) = t.get_mut(&channel) {
+            m.remove(&circ);
+            if m.is_empty() {
+                t.remove(&channel);
+            }
+        }
+    }
+
+    /// Forgets a closed channel's entries.
+    pub fn drop_channel(&self, channel: u64) {
+        self.table().remove(&channel);
+    }
+
+    /// The owning shard of each key that names an outbound circuit (one lock for all).
+    pub fn lookup<'a>(&self, keys: impl Iterator<Item = &'a rpc::CircKey>) -> Vec<Option<usize>> {
+        let t = self.table();
+        keys.map(|k| t.get(&k.channel).and_then(|m| m.get(&k.circ_id)).copied())
+            .collect()
+    }
+
+    /// Outbound circuits routed, for tests and gauges.
+    pub fn len(&self) -> usize {
+        self.table().values().map(HashMap::len).sum()
+    }
+
+    /// True when no outbound circuit is routed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One edge link as a shard sees it: its id, its queue and its outbound routes.
+#[derive(Clone, Debug)]
+pub struct Link {
+    /// The link's id (unique within the process).
+    pub id: u64,
+    /// Its queue toward the edge.
+    pub tx: EdgeTx,
+    /// Its outbound routes.
+    pub routes: Arc<Routes>,
+}
 
 /// Worker-wide settings every shard needs.
 #[derive(Debug)]
@@ -57,21 +129,17 @@ pub struct ShardConfig {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub enum FromEdge {
-    /// Cells for circuits of this shard, in order.
+    /// Cells for circuits of this shard, in order (DESTROYs among them).
     Cells {
         /// The link.
-        link: u64,
-        /// Its queue.
-        tx: EdgeTx,
-        /// The cells.
-        cells: Vec<rpc::Cell>,
+        link: Link,
+        /// The cells, each with the edge's channel.
+        cells: Vec<(u64, ChanCell)>,
     },
     /// An extend this shard asked for finished.
     ExtendResult {
-        /// The link.
-        link: u64,
-        /// Its queue.
-        tx: EdgeTx,
+        /// The link the result came on.
+        link: Link,
         /// The result.
         result: rpc::ExtendResult,
     },
@@ -134,10 +202,14 @@ struct StreamIo {
 
 struct Entry {
     circ: RelayCircuit,
-    prev_tx: EdgeTx,
-    /// The outbound end, once an extend succeeded: its key and the link's queue.
-    next: Option<(Key, EdgeTx)>,
+    prev: Link,
+    /// The outbound end, once an extend succeeded: its key and link.
+    next: Option<(Key, Link)>,
+    /// The extend request this circuit waits for.
+    extend: Option<u64>,
     streams: HashMap<StreamId, StreamIo>,
+    /// The streams' `granted` credits together.
+    granted: usize,
 }
 
 /// The shard actor.
@@ -147,6 +219,8 @@ pub struct Shard {
     circuits: HashMap<Key, Entry>,
     /// Outbound key -> inbound key.
     outbound: HashMap<Key, Key>,
+    /// (link, channel) -> the circuit ends (inbound and outbound keys) on it.
+    by_channel: HashMap<(u64, u64), HashSet<Key>>,
     /// Extend request id -> inbound key.
     extends: HashMap<u64, Key>,
     next_request: u64,
@@ -169,6 +243,7 @@ impl Shard {
             cfg,
             circuits: HashMap::new(),
             outbound: HashMap::new(),
+            by_channel: HashMap::new(),
             extends: HashMap::new(),
             next_request: 0,
         }
@@ -195,25 +270,19 @@ struct Out {
 
 impl Out {
     fn push_cell(&mut self, tx: &EdgeTx, key: Key, cmd: ChanCmd, payload: Bytes) {
-        let circ = Some(rpc::CircKey {
-            channel: key.1,
-            circ_id: key.2,
-        });
+        let cell = ChanCell {
+            circ_id: CircId(key.2),
+            cmd,
+            payload,
+        };
         let msg = if cmd == ChanCmd::Destroy {
             rpc::WorkerToEdge {
-                destroys: vec![rpc::Destroy {
-                    circ,
-                    reason: u32::from(payload.first().copied().unwrap_or(0)),
-                }],
+                destroys: vec![rpc::Destroy::from_cell(key.1, &cell)],
                 ..Default::default()
             }
         } else {
             rpc::WorkerToEdge {
-                cells: vec![rpc::Cell {
-                    circ,
-                    command: u32::from(u8::from(cmd)),
-                    payload,
-                }],
+                cells: vec![rpc::Cell::from_chan(key.1, cell)],
                 ..Default::default()
             }
         };
@@ -259,17 +328,64 @@ impl Shard {
         }
     }
 
+    fn index(&mut self, k: Key) {
+        self.by_channel.entry((k.0, k.1)).or_default().insert(k);
+    }
+
+    fn unindex(&mut self, k: &Key) {
+        if let Some(set) = self.by_channel.get_mut(&(k.0, k.1)) {
+            set.remove(k);
+            if set.is_empty() {
+                self.by_channel.remove(&(k.0, k.1));
+            }
+        }
+    }
+
+    /// Forgets the outbound end of `inbound` (it ended, or is being DESTROYed).
+    fn drop_next(&mut self, inbound: Key) {
+        let Some((nk, nl)) = self.circuits.get_mut(&inbound).and_then(|e| e.next.take()) else {
+            return;
+        };
+        self.outbound.remove(&nk);
+        self.unindex(&nk);
+        nl.routes.remove(nk.1, nk.2);
+        state_change(true, false);
+    }
+
+    /// A circuit end on a channel that closed: the engine hears which side went.
+    fn end_gone(&mut self, k: Key, out: &mut Out, ctx: &mut Context<Self>) {
+        let mut rng = rand::rngs::OsRng;
+        if let Some(e) = self.circuits.get_mut(&k) {
+            let acts = e.circ.prev_channel_closed();
+            self.apply(k, acts, out, ctx);
+        } else if let Some(inbound) = self.outbound.get(&k).copied() {
+            self.drop_next(inbound);
+            let acts = self
+                .circuits
+                .get_mut(&inbound)
+                .map(|e| e.circ.next_channel_closed(&mut rng))
+                .unwrap_or_default();
+            self.apply(inbound, acts, out, ctx);
+        }
+    }
+
+    /// Every circuit end on `link`'s `channel`.
+    fn channel_closed(&mut self, link: u64, channel: u64, out: &mut Out, ctx: &mut Context<Self>) {
+        for k in self.by_channel.remove(&(link, channel)).unwrap_or_default() {
+            self.end_gone(k, out, ctx);
+        }
+    }
+
     fn on_cell(
         &mut self,
-        link: u64,
-        tx: &EdgeTx,
-        cell: rpc::Cell,
+        link: &Link,
+        channel: u64,
+        cell: ChanCell,
         out: &mut Out,
         ctx: &mut Context<Self>,
     ) {
-        let Some(ck) = cell.circ else { return };
-        let key = (link, ck.channel, ck.circ_id);
-        let cmd = ChanCmd::from(u8::try_from(cell.command).unwrap_or(0));
+        let key = (link.id, channel, cell.circ_id.0);
+        let cmd = cell.cmd;
         let mut rng = rand::rngs::OsRng;
         match self.key_side(&key) {
             None => {
@@ -297,20 +413,21 @@ impl Shard {
                             key,
                             Entry {
                                 circ,
-                                prev_tx: tx.clone(),
+                                prev: link.clone(),
                                 next: None,
+                                extend: None,
                                 streams: HashMap::new(),
+                                granted: 0,
                             },
                         );
+                        self.index(key);
                         self.apply(key, vec![reply], out, ctx);
                     }
                     Err(e) => {
                         metrics::counter!("worker_circuit_create_failures_total").increment(1);
                         tracing::debug!("circuit creation refused: {e}");
-                        let reason = proto::circuit::destroy_reason(&e);
-                        let mut p = vec![0u8; 509];
-                        p[0] = reason.into();
-                        out.push_cell(tx, key, ChanCmd::Destroy, Bytes::from(p));
+                        let d = ChanCell::destroy(cell.circ_id, proto::circuit::destroy_reason(&e));
+                        out.push_cell(&link.tx, key, d.cmd, d.payload);
                     }
                 }
             }
@@ -324,11 +441,7 @@ impl Shard {
                     e.circ.from_next(&mut rng, cmd, &cell.payload)
                 };
                 if !from_prev && cmd == ChanCmd::Destroy {
-                    // The outbound circuit is gone.
-                    if let Some((k, _)) = e.next.take() {
-                        self.outbound.remove(&k);
-                        state_change(true, false);
-                    }
+                    self.drop_next(inbound); // the outbound circuit is gone
                 }
                 metrics::counter!(
                     "worker_cells_total",
@@ -341,16 +454,112 @@ impl Shard {
         }
     }
 
+    /// The outcome of an extend, as `link` reports it.
+    fn extend_result(
+        &mut self,
+        link: &Link,
+        result: rpc::ExtendResult,
+        out: &mut Out,
+        ctx: &mut Context<Self>,
+    ) {
+        let outbound = match &result.outcome {
+            Some(rpc::extend_result::Outcome::Outbound(ck)) => {
+                Some((link.id, ck.channel, ck.circ_id))
+            }
+            _ => None,
+        };
+        let waiting = self
+            .extends
+            .get(&result.request_id)
+            .copied()
+            .filter(|k| k.0 == link.id)
+            .filter(|k| {
+                self.circuits
+                    .get(k)
+                    .is_some_and(|e| e.extend == Some(result.request_id))
+            });
+        let Some(inbound) = waiting else {
+            // Stale (the circuit ended meanwhile) or not this link's request: an
+            // outbound circuit made for it has no one to carry, so it goes at once.
+            metrics::counter!("worker_extend_results_unmatched_total").increment(1);
+            if let Some(nk) = outbound {
+                let d = ChanCell::destroy(CircId(nk.2), DestroyReason::Finished);
+                out.push_cell(&link.tx, nk, d.cmd, d.payload);
+            }
+            return;
+        };
+        self.extends.remove(&result.request_id);
+        let mut rng = rand::rngs::OsRng;
+        let reason = match result.outcome {
+            Some(rpc::extend_result::Outcome::Outbound(_)) => None,
+            Some(rpc::extend_result::Outcome::FailedReason(r)) => {
+                Some(DestroyReason::from(u8::try_from(r).unwrap_or(0)))
+            }
+            None => Some(DestroyReason::Internal),
+        };
+        let Some(e) = self.circuits.get_mut(&inbound) else {
+            return;
+        };
+        e.extend = None;
+        match (reason, outbound) {
+            (None, Some(nk)) => {
+                if e.next.is_some() {
+                    // The engine asks for one extend at a time, so this is a bug.
+                    tracing::warn!("extend result for a circuit that has a next hop");
+                    return;
+                }
+                e.next = Some((nk, link.clone()));
+                state_change(false, true);
+                self.outbound.insert(nk, inbound);
+                self.index(nk);
+                link.routes.insert(nk.1, nk.2, self.index as usize);
+            }
+            (reason, _) => {
+                metrics::counter!("worker_extend_failures_total").increment(1);
+                let acts = e
+                    .circ
+                    .extend_failed(&mut rng, reason.unwrap_or(DestroyReason::Internal));
+                self.apply(inbound, acts, out, ctx);
+            }
+        }
+    }
+
+    /// Ends circuit `key` here: its outbound end, pending extend, index entries and streams.
+    fn close(&mut self, key: Key) {
+        self.drop_next(key);
+        let Some(mut e) = self.circuits.remove(&key) else {
+            return;
+        };
+        metrics::gauge!("worker_circuits", "state" => "open").decrement(1.0);
+        self.unindex(&key);
+        if let Some(id) = e.extend.take() {
+            self.extends.remove(&id);
+        }
+        for (_, mut io) in e.streams.drain() {
+            io.write.take();
+            if let Some(r) = io.reader.take() {
+                r.abort();
+            }
+            if let Some(w) = io.writer.take() {
+                w.abort(); // the circuit is gone: nothing more is owed
+            }
+            metrics::gauge!("worker_streams").decrement(1.0);
+        }
+    }
+
     fn apply(&mut self, key: Key, actions: Vec<Action>, out: &mut Out, ctx: &mut Context<Self>) {
         for a in actions {
             let Some(e) = self.circuits.get_mut(&key) else {
                 return;
             };
             match a {
-                Action::ToPrev { cmd, payload } => out.push_cell(&e.prev_tx, key, cmd, payload),
+                Action::ToPrev { cmd, payload } => out.push_cell(&e.prev.tx, key, cmd, payload),
                 Action::ToNext { cmd, payload } => {
-                    if let Some((nk, ntx)) = &e.next {
-                        out.push_cell(ntx, *nk, cmd, payload);
+                    if let Some((nk, nl)) = &e.next {
+                        out.push_cell(&nl.tx, *nk, cmd, payload);
+                    }
+                    if cmd == ChanCmd::Destroy {
+                        self.drop_next(key); // TRUNCATE, or the circuit's close
                     }
                 }
                 Action::Extend {
@@ -361,6 +570,7 @@ impl Shard {
                     let request_id = (self.index << 48) | (self.next_request & 0xffff_ffff_ffff);
                     self.next_request += 1;
                     self.extends.insert(request_id, key);
+                    e.extend = Some(request_id);
                     let mut specs = Vec::new();
                     for ls in linkspecs {
                         let mut b = bytes::BytesMut::new();
@@ -372,17 +582,14 @@ impl Shard {
                         }
                     }
                     out.msgs.push((
-                        e.prev_tx.clone(),
+                        e.prev.tx.clone(),
                         rpc::WorkerToEdge {
                             extend_requests: vec![rpc::ExtendRequest {
                                 request_id,
                                 link_specifiers: specs,
                                 handshake_type: u32::from(htype),
                                 handshake_data: hdata,
-                                inbound: Some(rpc::CircKey {
-                                    channel: key.1,
-                                    circ_id: key.2,
-                                }),
+                                inbound: Some(rpc::CircKey::new(key.1, CircId(key.2))),
                             }],
                             ..Default::default()
                         },
@@ -421,27 +628,13 @@ impl Shard {
                             r.abort();
                         }
                         metrics::gauge!("worker_streams").decrement(1.0);
+                        e.granted -= io.granted;
+                        grant_all(e);
                     }
                 }
                 Action::ResumeStream { stream } => grant(e, stream),
                 Action::Close => {
-                    if let Some(mut e) = self.circuits.remove(&key) {
-                        let state = if e.next.is_some() { "extended" } else { "open" };
-                        metrics::gauge!("worker_circuits", "state" => state).decrement(1.0);
-                        if let Some((nk, _)) = e.next.take() {
-                            self.outbound.remove(&nk);
-                        }
-                        for (_, mut io) in e.streams.drain() {
-                            io.write.take();
-                            if let Some(r) = io.reader.take() {
-                                r.abort();
-                            }
-                            if let Some(w) = io.writer.take() {
-                                w.abort(); // the circuit is gone: nothing more is owed
-                            }
-                            metrics::gauge!("worker_streams").decrement(1.0);
-                        }
-                    }
+                    self.close(key);
                     return;
                 }
             }
@@ -582,16 +775,33 @@ async fn write_stream(
     let _ = tokio::time::timeout(limit, wr.shutdown()).await;
 }
 
-/// Hands the stream's reader as many DATA-cell credits as the circuit allows now.
+/// Hands the stream's reader as many DATA-cell credits as the windows allow now. What all
+/// the circuit's streams may read ahead together (credits handed out plus cells read but
+/// not yet sent) stays within the circuit's package window, so a circuit buffers at most
+/// one circuit window however many streams it opens.
 fn grant(e: &mut Entry, stream: StreamId) {
+    let ahead = e.granted + e.circ.pending_cells();
+    let circuit_room = usize::from(e.circ.circuit_credit()).saturating_sub(ahead);
     let credit = usize::from(e.circ.stream_credit(stream));
     let pending = e.circ.stream_pending(stream);
     if let Some(io) = e.streams.get_mut(&stream) {
-        let room = credit.saturating_sub(pending + io.granted);
+        let room = credit
+            .saturating_sub(pending + io.granted)
+            .min(circuit_room);
         if room > 0 {
             io.credit.add_permits(room);
             io.granted += room;
+            e.granted += room;
         }
+    }
+}
+
+/// [`grant`] for every stream of the circuit: after a stream ended, the read-ahead it
+/// held is free for the others (no SENDME may come to wake them).
+fn grant_all(e: &mut Entry) {
+    let ids: Vec<StreamId> = e.streams.keys().copied().collect();
+    for s in ids {
+        grant(e, s);
     }
 }
 
@@ -600,114 +810,26 @@ impl Handler<FromEdge> for Shard {
     fn handle(&mut self, msg: FromEdge, ctx: &mut Self::Context) -> Self::Result {
         let mut out = Out::default();
         match msg {
-            FromEdge::Cells { link, tx, cells } => {
-                for c in cells {
-                    self.on_cell(link, &tx, c, &mut out, ctx);
+            FromEdge::Cells { link, cells } => {
+                for (channel, c) in cells {
+                    self.on_cell(&link, channel, c, &mut out, ctx);
                 }
             }
-            FromEdge::ExtendResult { link, tx, result } => {
-                if let Some(inbound) = self.extends.remove(&result.request_id) {
-                    let mut rng = rand::rngs::OsRng;
-                    let failed = match result.outcome {
-                        Some(rpc::extend_result::Outcome::Outbound(ck)) => {
-                            let nk = (link, ck.channel, ck.circ_id);
-                            if let Some(e) = self.circuits.get_mut(&inbound) {
-                                if e.next.is_none() {
-                                    state_change(false, true);
-                                }
-                                e.next = Some((nk, tx));
-                                self.outbound.insert(nk, inbound);
-                            }
-                            None
-                        }
-                        Some(rpc::extend_result::Outcome::FailedReason(r)) => {
-                            Some(DestroyReason::from(u8::try_from(r).unwrap_or(0)))
-                        }
-                        None => Some(DestroyReason::Internal),
-                    };
-                    if let Some(reason) = failed {
-                        metrics::counter!("worker_extend_failures_total").increment(1);
-                        let acts = self
-                            .circuits
-                            .get_mut(&inbound)
-                            .map(|e| e.circ.extend_failed(&mut rng, reason))
-                            .unwrap_or_default();
-                        self.apply(inbound, acts, &mut out, ctx);
-                    }
-                }
+            FromEdge::ExtendResult { link, result } => {
+                self.extend_result(&link, result, &mut out, ctx);
             }
             FromEdge::ChannelClosed { link, channel } => {
-                let mut rng = rand::rngs::OsRng;
-                let keys: Vec<Key> = self
-                    .circuits
-                    .keys()
-                    .filter(|k| k.0 == link && k.1 == channel)
-                    .copied()
-                    .collect();
-                for k in keys {
-                    let acts = self
-                        .circuits
-                        .get_mut(&k)
-                        .map(|e| e.circ.prev_channel_closed())
-                        .unwrap_or_default();
-                    self.apply(k, acts, &mut out, ctx);
-                }
-                let outs: Vec<(Key, Key)> = self
-                    .outbound
-                    .iter()
-                    .filter(|(k, _)| k.0 == link && k.1 == channel)
-                    .map(|(a, b)| (*a, *b))
-                    .collect();
-                for (nk, inbound) in outs {
-                    self.outbound.remove(&nk);
-                    let acts = match self.circuits.get_mut(&inbound) {
-                        Some(e) => {
-                            let a = e.circ.next_channel_closed(&mut rng);
-                            if e.next.take().is_some() {
-                                state_change(true, false);
-                            }
-                            a
-                        }
-                        None => Vec::new(),
-                    };
-                    self.apply(inbound, acts, &mut out, ctx);
-                }
+                self.channel_closed(link, channel, &mut out, ctx);
             }
             FromEdge::LinkGone { link } => {
-                let mut rng = rand::rngs::OsRng;
-                let keys: Vec<Key> = self
-                    .circuits
+                let channels: Vec<u64> = self
+                    .by_channel
                     .keys()
                     .filter(|k| k.0 == link)
-                    .copied()
+                    .map(|k| k.1)
                     .collect();
-                for k in keys {
-                    let acts = self
-                        .circuits
-                        .get_mut(&k)
-                        .map(|e| e.circ.prev_channel_closed())
-                        .unwrap_or_default();
-                    self.apply(k, acts, &mut out, ctx);
-                }
-                let outs: Vec<(Key, Key)> = self
-                    .outbound
-                    .iter()
-                    .filter(|(k, _)| k.0 == link)
-                    .map(|(a, b)| (*a, *b))
-                    .collect();
-                for (nk, inbound) in outs {
-                    self.outbound.remove(&nk);
-                    let acts = match self.circuits.get_mut(&inbound) {
-                        Some(e) => {
-                            let a = e.circ.next_channel_closed(&mut rng);
-                            if e.next.take().is_some() {
-                                state_change(true, false);
-                            }
-                            a
-                        }
-                        None => Vec::new(),
-                    };
-                    self.apply(inbound, acts, &mut out, ctx);
+                for channel in channels {
+                    self.channel_closed(link, channel, &mut out, ctx);
                 }
             }
         }
@@ -834,7 +956,9 @@ impl Handler<StreamEvent> for Shard {
                                 .len()
                                 .div_ceil(proto::relay_cell::RELAY_DATA_MAX)
                                 .max(1);
-                            io.granted = io.granted.saturating_sub(cells);
+                            let used = cells.min(io.granted);
+                            io.granted -= used;
+                            e.granted -= used;
                         }
                         e.circ.stream_data(&mut rng, stream, &data)
                     }

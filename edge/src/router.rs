@@ -193,13 +193,14 @@ impl Router {
             };
             let Some(c) = entry else { continue };
             handle.queue_destroy(CircId(circ), DestroyReason::ResourceLimit);
-            per_worker.entry(c.worker).or_default().push(rpc::Destroy {
-                circ: Some(rpc::CircKey {
-                    channel: chan,
-                    circ_id: circ,
-                }),
-                reason: u32::from(u8::from(DestroyReason::ResourceLimit)),
-            });
+            per_worker
+                .entry(c.worker)
+                .or_default()
+                .push(rpc::Destroy::new(
+                    chan,
+                    CircId(circ),
+                    DestroyReason::ResourceLimit,
+                ));
             match why {
                 Kill::MaxCellQueue => {
                     // C tor counts these by the queue's direction (relay.c).
@@ -346,21 +347,16 @@ impl Router {
         {
             let t = lock(&self.channels);
             for c in msg.cells {
-                let Some(ck) = c.circ else { continue };
+                let Ok((ck, cell)) = c.into_chan() else {
+                    metrics::counter!("edge_rpc_rejected_total", "part" => "cell").increment(1);
+                    continue;
+                };
                 let Some(ce) = t.get(&ck.channel) else {
                     continue;
                 };
                 if !ce.circuits.contains_key(&ck.circ_id) {
                     continue; // ended here already
                 }
-                let Ok(cmd) = u8::try_from(c.command) else {
-                    continue;
-                };
-                let cell = ChanCell {
-                    circ_id: CircId(ck.circ_id),
-                    cmd: ChanCmd::from(cmd),
-                    payload: c.payload,
-                };
                 if let Err(QueueError::Overflow(o)) = ce.handle.queue(cell) {
                     overflows.push((ck.channel, o.circ_id.0));
                 }
@@ -379,7 +375,7 @@ impl Router {
                 })
             };
             if let Some(h) = handle {
-                let reason = DestroyReason::from(u8::try_from(d.reason).unwrap_or(0));
+                let reason = d.destroy_reason();
                 metrics::counter!("edge_destroys_sent_total", "reason" => reason.name())
                     .increment(1);
                 h.queue_destroy(CircId(ck.circ_id), reason);
@@ -538,19 +534,18 @@ impl Router {
         let Some(tx) = self.worker_tx(worker) else {
             return false;
         };
-        tx.send(rpc::EdgeToWorker {
-            cells: vec![rpc::Cell {
-                circ: Some(rpc::CircKey {
-                    channel: chan,
-                    circ_id: cell.circ_id.0,
-                }),
-                command: u32::from(u8::from(cell.cmd)),
-                payload: cell.payload,
-            }],
-            ..Default::default()
-        })
-        .await
-        .is_ok()
+        let msg = if cell.cmd == ChanCmd::Destroy {
+            rpc::EdgeToWorker {
+                destroys: vec![rpc::Destroy::from_cell(chan, &cell)],
+                ..Default::default()
+            }
+        } else {
+            rpc::EdgeToWorker {
+                cells: vec![rpc::Cell::from_chan(chan, cell)],
+                ..Default::default()
+            }
+        };
+        tx.send(msg).await.is_ok()
     }
 }
 

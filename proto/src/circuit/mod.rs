@@ -150,6 +150,8 @@ pub struct RelayCircuit {
     package_window: u16,
     deliver_window: u16,
     streams: HashMap<StreamId, Stream>,
+    /// The `pending` cells of all streams together.
+    pending_cells: usize,
     closed: bool,
 }
 
@@ -234,6 +236,7 @@ impl RelayCircuit {
             early_left: MAX_RELAY_EARLY,
             next: NextHop::None,
             package_window: CIRCWINDOW_START,
+            pending_cells: 0,
             deliver_window: CIRCWINDOW_START,
             streams: HashMap::new(),
             closed: false,
@@ -278,6 +281,7 @@ impl RelayCircuit {
             out.push(Action::CloseStream { stream: *s });
         }
         self.streams.clear();
+        self.pending_cells = 0;
         out.push(Action::Close);
     }
 
@@ -495,7 +499,7 @@ impl RelayCircuit {
                 out.push(Action::StreamWrite { stream, data: d });
                 self.consider_stream_sendme(rng, stream, out)?;
             }
-            RelayMsg::End(_) if self.streams.remove(&stream).is_some() => {
+            RelayMsg::End(_) if self.remove_stream(stream) => {
                 out.push(Action::CloseStream { stream });
             }
             // Anything else addressed to us is ignored, as C tor does with unknown commands.
@@ -611,7 +615,7 @@ impl RelayCircuit {
                 self.send_back(rng, stream, &RelayMsg::Connected(c), &mut out)
             }
             Err(reason) => {
-                self.streams.remove(&stream);
+                self.remove_stream(stream);
                 out.push(Action::CloseStream { stream });
                 self.send_back(rng, stream, &RelayMsg::End(End::new(reason)), &mut out)
             }
@@ -692,6 +696,7 @@ impl RelayCircuit {
         };
         for chunk in data.chunks(crate::relay_cell::RELAY_DATA_MAX) {
             st.pending.push_back(Bytes::copy_from_slice(chunk));
+            self.pending_cells += 1;
         }
         if self.flush_pending(rng, stream, &mut out).is_err() {
             self.close(DestroyReason::Internal, true, &mut out);
@@ -713,6 +718,7 @@ impl RelayCircuit {
             else {
                 break;
             };
+            self.pending_cells -= 1;
             self.package_window -= 1;
             if let Some(st) = self.streams.get_mut(&stream) {
                 st.package_window -= 1;
@@ -726,11 +732,27 @@ impl RelayCircuit {
                 .flatten()
         });
         if let Some(reason) = done {
-            self.streams.remove(&stream);
+            self.remove_stream(stream);
             self.send_back(rng, stream, &RelayMsg::End(End::new(reason)), out)?;
             out.push(Action::CloseStream { stream });
         }
         Ok(())
+    }
+
+    /// Forgets `stream` and its waiting cells; false when there was no such stream.
+    fn remove_stream(&mut self, stream: StreamId) -> bool {
+        match self.streams.remove(&stream) {
+            Some(st) => {
+                self.pending_cells -= st.pending.len();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cells of all streams' data waiting for window space.
+    pub fn pending_cells(&self) -> usize {
+        self.pending_cells
     }
 
     /// Cells of `stream` data waiting for window space.
@@ -758,7 +780,7 @@ impl RelayCircuit {
             }
             Some(_) => {}
         }
-        self.streams.remove(&stream);
+        self.remove_stream(stream);
         if self
             .send_back(rng, stream, &RelayMsg::End(End::new(reason)), &mut out)
             .is_err()

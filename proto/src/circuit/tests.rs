@@ -431,3 +431,47 @@ fn begin_dir_opens_a_directory_stream() {
     );
     assert_eq!((end.cmd, end.data[0]), (RelayCmd::End, 14));
 }
+
+/// The circuit-wide count of waiting cells (what the worker bounds read-ahead with)
+/// follows each stream's: it grows past the windows, shrinks as SENDMEs send, and drops a
+/// stream's share when the client ENDs it.
+#[test]
+fn pending_cells_count_every_stream() {
+    let (mut circ, mut cl) = setup();
+    let mut r = rng();
+    for s in [1, 2] {
+        let c = cl.cell(s, &begin());
+        circ.from_prev(&mut r, ChanCmd::Relay, &c);
+        let acts = circ.stream_connected(&mut r, StreamId(s), Ok(Connected { addr: None }));
+        cl.read(&acts[0]);
+    }
+    // 600 cells on stream 1: 500 go (its window), 100 wait.
+    for a in circ.stream_data(&mut r, StreamId(1), &vec![1u8; 498 * 600]) {
+        cl.read(&a);
+    }
+    // 501 on stream 2: the circuit window (1000) lets 500 go, one waits.
+    for a in circ.stream_data(&mut r, StreamId(2), &vec![2u8; 498 * 501]) {
+        cl.read(&a);
+    }
+    assert_eq!(circ.circuit_credit(), 0);
+    assert_eq!(circ.stream_pending(StreamId(1)), 100);
+    assert_eq!(circ.stream_pending(StreamId(2)), 1);
+    assert_eq!(circ.pending_cells(), 101);
+    let c = cl.cell(1, &RelayMsg::End(End::new(EndReason::Done)));
+    let acts = circ.from_prev(&mut r, ChanCmd::Relay, &c);
+    assert!(acts.contains(&Action::CloseStream {
+        stream: StreamId(1)
+    }));
+    assert_eq!(circ.pending_cells(), 1);
+    // A circuit SENDME reopens the circuit window, but stream 2's own is still shut; its
+    // stream SENDME sends the waiting cell.
+    for (s, sendme) in [(0, Sendme::V1 { digest: [0; 20] }), (2, Sendme::V0)] {
+        let c = cl.cell(s, &RelayMsg::Sendme(sendme));
+        for a in circ.from_prev(&mut r, ChanCmd::Relay, &c) {
+            if matches!(a, Action::ToPrev { .. }) {
+                cl.read(&a);
+            }
+        }
+        assert_eq!(circ.pending_cells(), usize::from(s == 0), "after SENDME on {s}");
+    }
+}
