@@ -472,6 +472,10 @@ fn pending_cells_count_every_stream() {
                 cl.read(&a);
             }
         }
-        assert_eq!(circ.pending_cells(), usize::from(s == 0), "after SENDME on {s}");
+        assert_eq!(
+            circ.pending_cells(),
+            usize::from(s == 0),
+            "after SENDME on {s}"
+        );
     }
 }
