@@ -87,16 +87,6 @@ impl Routes {
         keys.map(|k| t.get(&k.channel).and_then(|m| m.get(&k.circ_id)).copied())
             .collect()
     }
-
-    /// Outbound circuits routed, for tests and gauges.
-    pub fn len(&self) -> usize {
-        self.table().values().map(HashMap::len).sum()
-    }
-
-    /// True when no outbound circuit is routed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One edge link as a shard sees it: its id, its queue and its outbound routes.
@@ -297,6 +287,11 @@ impl Out {
         }
         self.msgs.push((tx.clone(), msg));
     }
+
+    fn push_destroy(&mut self, tx: &EdgeTx, key: Key, reason: DestroyReason) {
+        let d = ChanCell::destroy(CircId(key.2), reason);
+        self.push_cell(tx, key, d.cmd, d.payload);
+    }
 }
 
 /// Most DATA cells' worth read from an exit or directory stream at once.
@@ -426,8 +421,7 @@ impl Shard {
                     Err(e) => {
                         metrics::counter!("worker_circuit_create_failures_total").increment(1);
                         tracing::debug!("circuit creation refused: {e}");
-                        let d = ChanCell::destroy(cell.circ_id, proto::circuit::destroy_reason(&e));
-                        out.push_cell(&link.tx, key, d.cmd, d.payload);
+                        out.push_destroy(&link.tx, key, proto::circuit::destroy_reason(&e));
                     }
                 }
             }
@@ -462,11 +456,15 @@ impl Shard {
         out: &mut Out,
         ctx: &mut Context<Self>,
     ) {
-        let outbound = match &result.outcome {
+        // The outbound circuit's key, or why the extend failed.
+        let outcome = match result.outcome {
             Some(rpc::extend_result::Outcome::Outbound(ck)) => {
-                Some((link.id, ck.channel, ck.circ_id))
+                Ok((link.id, ck.channel, ck.circ_id))
             }
-            _ => None,
+            Some(rpc::extend_result::Outcome::FailedReason(r)) => {
+                Err(DestroyReason::from(u8::try_from(r).unwrap_or(0)))
+            }
+            None => Err(DestroyReason::Internal),
         };
         let waiting = self
             .extends
@@ -482,27 +480,18 @@ impl Shard {
             // Stale (the circuit ended meanwhile) or not this link's request: an
             // outbound circuit made for it has no one to carry, so it goes at once.
             metrics::counter!("worker_extend_results_unmatched_total").increment(1);
-            if let Some(nk) = outbound {
-                let d = ChanCell::destroy(CircId(nk.2), DestroyReason::Finished);
-                out.push_cell(&link.tx, nk, d.cmd, d.payload);
+            if let Ok(nk) = outcome {
+                out.push_destroy(&link.tx, nk, DestroyReason::Finished);
             }
             return;
         };
         self.extends.remove(&result.request_id);
-        let mut rng = rand::rngs::OsRng;
-        let reason = match result.outcome {
-            Some(rpc::extend_result::Outcome::Outbound(_)) => None,
-            Some(rpc::extend_result::Outcome::FailedReason(r)) => {
-                Some(DestroyReason::from(u8::try_from(r).unwrap_or(0)))
-            }
-            None => Some(DestroyReason::Internal),
-        };
         let Some(e) = self.circuits.get_mut(&inbound) else {
             return;
         };
         e.extend = None;
-        match (reason, outbound) {
-            (None, Some(nk)) => {
+        match outcome {
+            Ok(nk) => {
                 if e.next.is_some() {
                     // The engine asks for one extend at a time, so this is a bug.
                     tracing::warn!("extend result for a circuit that has a next hop");
@@ -514,11 +503,9 @@ impl Shard {
                 self.index(nk);
                 link.routes.insert(nk.1, nk.2, self.index as usize);
             }
-            (reason, _) => {
+            Err(reason) => {
                 metrics::counter!("worker_extend_failures_total").increment(1);
-                let acts = e
-                    .circ
-                    .extend_failed(&mut rng, reason.unwrap_or(DestroyReason::Internal));
+                let acts = e.circ.extend_failed(&mut rand::rngs::OsRng, reason);
                 self.apply(inbound, acts, out, ctx);
             }
         }

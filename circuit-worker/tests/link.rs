@@ -62,6 +62,19 @@ impl Edge {
         .await;
     }
 
+    /// DESTROY from the client for circuit `circ` on `channel`.
+    async fn destroy(&self, channel: u64, circ: u32) {
+        self.send(rpc::EdgeToWorker {
+            destroys: vec![rpc::Destroy::new(
+                channel,
+                CircId(circ),
+                proto::cell::msg::DestroyReason::Finished,
+            )],
+            ..Default::default()
+        })
+        .await;
+    }
+
     /// The next message from the worker (bounded wait).
     async fn next(&mut self) -> rpc::WorkerToEdge {
         tokio::time::timeout(Duration::from_secs(10), self.rx.next())
@@ -210,28 +223,12 @@ async fn extend_results_count_only_on_their_link_and_orphans_are_destroyed() {
 
     // A circuit that ends before its extend result: the result's outbound circuit goes.
     let (_, req2) = circuit_asking_to_extend(&mut a, 1, 0x8000_0006).await;
-    a.send(rpc::EdgeToWorker {
-        destroys: vec![rpc::Destroy::new(
-            1,
-            CircId(0x8000_0006),
-            proto::cell::msg::DestroyReason::Finished,
-        )],
-        ..Default::default()
-    })
-    .await;
+    a.destroy(1, 0x8000_0006).await;
     a.send(outbound(req2.request_id, 2, 35)).await;
     assert_eq!(destroyed(&a.next().await), [(2, 35)]);
 
     // The first circuit's DESTROY from the client goes on to its outbound circuit.
-    a.send(rpc::EdgeToWorker {
-        destroys: vec![rpc::Destroy::new(
-            1,
-            CircId(0x8000_0005),
-            proto::cell::msg::DestroyReason::Finished,
-        )],
-        ..Default::default()
-    })
-    .await;
+    a.destroy(1, 0x8000_0005).await;
     assert_eq!(destroyed(&a.next().await), [(2, 33)]);
     // ... and its route is gone: a late cell on the old outbound circuit reaches no one.
     a.cell(
