@@ -44,6 +44,10 @@ pub struct Config {
     /// set it together with the edges' `tunnelled_dir_server`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir_backend: Option<String>,
+    /// Queue bounds.
+    pub limits: Limits,
+    /// Mutual TLS on the links from the edges.
+    pub cluster_tls: proto_io::cluster_tls::Settings,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
     /// Logging.
@@ -61,6 +65,8 @@ impl Default for Config {
             connect_timeout_secs: 10,
             stream_write_timeout_secs: 120,
             dir_backend: None,
+            limits: Limits::default(),
+            cluster_tls: proto_io::cluster_tls::Settings::default(),
             metrics: Metrics::default(),
             log: Log::default(),
         }
@@ -92,6 +98,17 @@ impl Default for Grpc {
             listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
         }
     }
+}
+
+/// `[limits]`: queue bounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Ceiling in bytes on the data queued toward exit and directory destinations (C tor's
+    /// MaxMemInQueues): past it, the circuits whose queued data is oldest are ended until
+    /// 90 % of it remains. Default: 0, meaning C tor's sizing for this machine's RAM (75 %
+    /// below 8 GiB, 40 % from 8 GiB up, between 256 MiB and 8 GiB).
+    pub max_mem_in_queues: u64,
 }
 
 /// `[metrics]`: the Prometheus scrape endpoint.

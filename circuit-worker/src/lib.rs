@@ -1,10 +1,8 @@
-//! `circuit-worker`: owns circuits (DESIGN.md "Data path"). It will serve the edges'
-//! gRPC streams and run one actix shard actor per core, each doing the circuit handshakes
-//! (tor-spec §5.1) and relay crypto (§5.2, §6) for its circuits.
-//!
-//! For now this crate is the process shell: the command line, configuration
-//! ([`config`]), logging and the Prometheus endpoint. The gRPC server and the shard actors
-//! come with issue 4; `run` does not pretend to serve them.
+//! `circuit-worker`: owns circuits (DESIGN.md "Data path"). It serves the edges' gRPC
+//! links ([`service`], mutual TLS under the cluster CA) and runs one actix shard actor per
+//! core ([`shard`]), each doing the circuit handshakes (tor-spec §5.1), relay crypto (§5.2,
+//! §6) and exit streams for its circuits; [`write_queue`] bounds what waits for a
+//! destination. Configuration: [`config`].
 //!
 //! Invariant: the process never logs client addresses; the only addresses logged are the
 //! ones it binds.
@@ -12,6 +10,7 @@
 pub mod config;
 pub mod service;
 pub mod shard;
+pub mod write_queue;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -155,11 +154,16 @@ pub async fn run(
     let handle = proto_io::install_metrics_recorder()?;
     proto_io::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
     let keys = proto_io::keydir::load_worker_keys(&config.keys_dir)?;
+    let tls = config.cluster_tls.load()?;
     let policy = proto::netdoc::policy::ExitPolicy::parse(
         &config.exit_policy,
         config.exit_policy_reject_private,
     )
     .map_err(|e| Error::Keys(format!("exit_policy: {e}")))?;
+    let budget = proto_io::budget::MemBudget::new(proto_io::budget::max_mem_in_queues(
+        config.limits.max_mem_in_queues,
+    ));
+    tracing::info!(max_mem_in_queues = budget.limit(), "queue ceiling");
     let n = config.effective_shards();
     let (shards, system) = start_shards(
         n,
@@ -171,8 +175,17 @@ pub async fn run(
                 config.stream_write_timeout_secs.max(1),
             ),
             dir_backend: config.dir_backend.clone(),
+            budget: budget.clone(),
         }),
     )?;
+    tokio::spawn(shard::oom_loop(budget.clone(), shards.clone()));
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            metrics::gauge!("worker_queued_bytes").set(budget.used() as f64);
+        }
+    });
     let metrics_addr = listeners.metrics.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!("metrics listening on {metrics_addr}");
@@ -182,22 +195,32 @@ pub async fn run(
         service::WorkerService::new(shards),
     )
     .max_decoding_message_size(64 << 20);
-    // Sockets from our own listener: tonic's `tcp_nodelay` only covers ones it accepts, so
-    // set it here (with Nagle on, replies of a few cells wait for delayed ACKs).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-        |s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        },
-    );
     let server = tonic::transport::Server::builder()
         .http2_adaptive_window(Some(true))
         .tcp_nodelay(true)
-        .add_service(svc)
-        .serve_with_incoming(incoming);
+        .add_service(svc);
+    let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match tls {
+        Some(tls) => Box::pin(server.serve_with_incoming(proto_io::cluster_tls::incoming(
+            listeners.grpc,
+            tls.server_config()?,
+            config.cluster_tls.handshake_timeout(),
+        ))),
+        None => {
+            // Sockets from our own listener: tonic's `tcp_nodelay` only covers ones it
+            // accepts, so set it here (with Nagle on, replies of a few cells wait for
+            // delayed ACKs).
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+                |s| {
+                    if let Ok(s) = &s {
+                        let _ = s.set_nodelay(true);
+                    }
+                    s
+                },
+            );
+            Box::pin(server.serve_with_incoming(incoming))
+        }
+    };
     tokio::select! {
         never = proto_io::serve_metrics(listeners.metrics, handle) => match never {},
         r = server => {
@@ -245,10 +268,42 @@ mod tests {
             proto::keys::RelayKeys::generate(&mut rand::rngs::OsRng, 1_790_000_000, 86400).unwrap();
         proto_io::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false).unwrap();
         let keys_dir = keys.path().to_owned();
+        let ca = tempfile::tempdir().unwrap();
+        let now = proto_io::unix_now();
+        proto_io::cluster_tls::create_ca(ca.path(), now).unwrap();
+        let tls_dir = keys.path().join("tls");
+        proto_io::cluster_tls::issue(
+            ca.path(),
+            proto_io::cluster_tls::Role::Worker,
+            "w",
+            1,
+            &tls_dir,
+            now,
+        )
+        .unwrap();
+        // Without its TLS material the worker does not start.
+        let err = run(
+            &Config {
+                keys_dir: keys_dir.clone(),
+                ..Config::default()
+            },
+            Listeners {
+                metrics: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("cluster-tls"), "{err}");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let config = Config {
                 keys_dir,
+                cluster_tls: proto_io::cluster_tls::Settings {
+                    dir: tls_dir,
+                    ..Default::default()
+                },
                 ..Config::default()
             };
             run(

@@ -18,7 +18,9 @@
 //!   (`AtomicResponse`), so a slow edge slows its shards instead of growing memory.
 //! - Exit connections are opened only after the exit policy allows the address, and read
 //!   only as far as the circuit's windows allow (a semaphore of DATA-cell credits).
-//! - Data toward a destination waits in a bounded queue; the writer reports what it wrote
+//! - Data toward a destination waits in a bounded queue ([`WriteQueue`]) on the worker's
+//!   memory budget, whose ceiling ends the circuits with the oldest waiting data
+//!   ([`oom_loop`]); the writer reports what it wrote
 //!   ([`RelayCircuit::stream_flushed`]), and only then do stream SENDMEs let the client
 //!   send more, so a destination that stops reading holds one stream window here. The
 //!   writer ends with its stream (after flushing, on END) or at once (circuit gone).
@@ -37,9 +39,12 @@ use proto::keys::WorkerKeys;
 use proto::netdoc::policy::ExitPolicy;
 use proto::relay_cell::msg::{Begin, Connected, EndReason};
 use proto::{CircId, StreamId};
+use proto_io::budget::MemBudget;
 use proto_io::rpc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::write_queue::WriteQueue;
 
 /// (link id, channel, circuit id): a circuit end as one edge link names it.
 pub type Key = (u64, u64, u32);
@@ -113,6 +118,8 @@ pub struct ShardConfig {
     pub stream_write_timeout: Duration,
     /// Where BEGIN_DIR streams go (a directory server's DirPort), if anywhere.
     pub dir_backend: Option<String>,
+    /// The worker's ceiling on data queued toward destinations (`max_mem_in_queues`).
+    pub budget: Arc<MemBudget>,
 }
 
 /// Input from an edge link.
@@ -175,15 +182,10 @@ enum StreamEvent {
     },
 }
 
-/// DATA cells queued toward one destination: a stream window and the cells an early
-/// (optimistic) request may add.
-const STREAM_WRITE_QUEUE: usize = proto::circuit::STREAMWINDOW_START as usize + 16;
-
 struct StreamIo {
-    write: Option<mpsc::Sender<Bytes>>,
-    /// Data that arrived before the connection was up (C tor sends optimistic data right
-    /// behind BEGIN and BEGIN_DIR); bounded by the stream window, written on connect.
-    early: Vec<Bytes>,
+    /// Data toward the destination. It fills from BEGIN on: C tor sends optimistic data
+    /// right behind BEGIN and BEGIN_DIR, written once the connection is up.
+    write: Arc<WriteQueue>,
     credit: Arc<Semaphore>,
     granted: usize,
     reader: Option<tokio::task::JoinHandle<()>>,
@@ -523,7 +525,6 @@ impl Shard {
             self.extends.remove(&id);
         }
         for (_, mut io) in e.streams.drain() {
-            io.write.take();
             if let Some(r) = io.reader.take() {
                 r.abort();
             }
@@ -589,28 +590,23 @@ impl Shard {
                 Action::StreamWrite { stream, data } => {
                     metrics::counter!("worker_exit_bytes_total", "direction" => "written")
                         .increment(data.len() as u64);
-                    if let Some(io) = e.streams.get_mut(&stream) {
-                        match &io.write {
-                            Some(w) => {
-                                if w.try_send(data).is_err() {
-                                    // Beyond the stream window: the engine refuses that
-                                    // first, so this is a destination gone or a bug.
-                                    ctx.address().do_send(StreamEvent::Ended {
-                                        key,
-                                        stream,
-                                        reason: EndReason::ResourceLimit,
-                                    });
-                                }
-                            }
-                            None => io.early.push(data),
-                        }
+                    if let Some(io) = e.streams.get_mut(&stream)
+                        && !io.write.push(data)
+                    {
+                        // Beyond the stream window: the engine refuses that first, so
+                        // this is a destination gone or a bug.
+                        ctx.address().do_send(StreamEvent::Ended {
+                            key,
+                            stream,
+                            reason: EndReason::ResourceLimit,
+                        });
                     }
                 }
                 Action::CloseStream { stream } => {
                     if let Some(mut io) = e.streams.remove(&stream) {
                         // The writer flushes what it holds (bounded by its timeout), then
                         // shuts the connection down.
-                        io.write.take();
+                        io.write.close();
                         if let Some(r) = io.reader.take() {
                             r.abort();
                         }
@@ -642,8 +638,7 @@ impl Shard {
             e.streams.insert(
                 stream,
                 StreamIo {
-                    write: None,
-                    early: Vec::new(),
+                    write: WriteQueue::new(self.cfg.budget.clone()),
                     credit: Arc::new(Semaphore::new(0)),
                     granted: 0,
                     reader: None,
@@ -725,23 +720,18 @@ async fn connect_dir(cfg: &ShardConfig) -> Result<(tokio::net::TcpStream, Socket
 /// `limit` or fails. Shuts the connection down once the stream's sender is gone.
 async fn write_stream(
     mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
+    queue: Arc<WriteQueue>,
     shard: Addr<Shard>,
     key: Key,
     stream: StreamId,
     limit: Duration,
 ) {
     let mut batch = Vec::new();
-    while let Some(b) = rx.recv().await {
-        batch.push(b);
-        while batch.len() < READ_CELLS {
-            match rx.try_recv() {
-                Ok(b) => batch.push(b),
-                Err(_) => break,
-            }
-        }
+    while queue.take(READ_CELLS, &mut batch).await {
         let cells = batch.len() as u32;
+        let mut bytes = 0;
         for b in batch.drain(..) {
+            bytes += b.len();
             let reason = match tokio::time::timeout(limit, wr.write_all(&b)).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => EndReason::ConnReset,
@@ -757,6 +747,7 @@ async fn write_stream(
             });
             return;
         }
+        queue.written(bytes);
         shard.do_send(StreamEvent::Flushed { key, stream, cells });
     }
     let _ = tokio::time::timeout(limit, wr.shutdown()).await;
@@ -852,14 +843,9 @@ impl Handler<StreamEvent> for Shard {
                             );
                             if let Some(io) = e.streams.get_mut(&stream) {
                                 let (mut rd, wr) = tcp.into_split();
-                                let (wtx, wrx) = mpsc::channel::<Bytes>(STREAM_WRITE_QUEUE);
-                                for b in io.early.drain(..) {
-                                    let _ = wtx.try_send(b);
-                                }
-                                io.write = Some(wtx);
                                 io.writer = Some(actix::spawn(write_stream(
                                     wr,
-                                    wrx,
+                                    io.write.clone(),
                                     me.clone(),
                                     key,
                                     stream,
@@ -979,5 +965,101 @@ impl Handler<StreamEvent> for Shard {
             }
         }
         AtomicResponse::new(Box::pin(sends(out).into_actor(self)))
+    }
+}
+
+/// Memory pressure: the shard's circuits with data waiting for a destination, as
+/// (tick of the oldest byte, bytes held, circuit).
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<(u64, usize, Key)>")]
+pub struct OomScan;
+
+impl Handler<OomScan> for Shard {
+    type Result = MessageResult<OomScan>;
+    fn handle(&mut self, _: OomScan, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.circuits
+                .iter()
+                .filter_map(|(k, e)| {
+                    let (tick, bytes) = e
+                        .streams
+                        .values()
+                        .filter_map(|io| io.write.oldest())
+                        .fold((u64::MAX, 0), |(t, b), (t2, b2)| (t.min(t2), b + b2));
+                    (bytes > 0).then_some((tick, bytes, *k))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Memory pressure: end these circuits (DESTROY RESOURCELIMIT both ways), as C tor's
+/// `circuits_handle_oom` does with the circuits whose queued data is oldest.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct OomKill(pub Vec<Key>);
+
+impl Handler<OomKill> for Shard {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: OomKill, _: &mut Self::Context) -> Self::Result {
+        let mut out = Out::default();
+        for key in msg.0 {
+            let Some(e) = self.circuits.get(&key) else {
+                continue;
+            };
+            out.push_destroy(&e.prev.tx, key, DestroyReason::ResourceLimit);
+            if let Some((nk, nl)) = &e.next {
+                out.push_destroy(&nl.tx, *nk, DestroyReason::ResourceLimit);
+            }
+            metrics::counter!("worker_oom_circuits_killed_total").increment(1);
+            self.close(key);
+        }
+        AtomicResponse::new(Box::pin(sends(out).into_actor(self)))
+    }
+}
+
+/// Watches `budget` for the whole worker: when the data queued toward destinations passes
+/// the ceiling, ends the circuits (on any shard) whose oldest queued byte is oldest until
+/// usage is under [`proto_io::budget::OOM_TARGET`] of it. Runs until the shards are gone.
+pub async fn oom_loop(budget: Arc<MemBudget>, shards: Vec<Addr<Shard>>) {
+    loop {
+        budget.crossed().await;
+        if !budget.is_over() {
+            continue;
+        }
+        let before = budget.used();
+        let mut held = Vec::new();
+        for (i, s) in shards.iter().enumerate() {
+            match s.send(OomScan).await {
+                Ok(v) => held.extend(v.into_iter().map(|(t, b, k)| (t, b, i, k))),
+                Err(_) => return, // the actix system stopped
+            }
+        }
+        held.sort_unstable_by_key(|h| h.0);
+        let mut victims: Vec<Vec<Key>> = vec![Vec::new(); shards.len()];
+        let mut freed = 0usize;
+        for (_, bytes, shard, key) in held {
+            if before.saturating_sub(freed) <= budget.target() {
+                break;
+            }
+            freed += bytes;
+            victims[shard].push(key);
+        }
+        let killed: usize = victims.iter().map(Vec::len).sum();
+        for (s, keys) in shards.iter().zip(victims) {
+            if !keys.is_empty() && s.send(OomKill(keys)).await.is_err() {
+                return;
+            }
+        }
+        metrics::counter!("tor_relay_load_oom_bytes_total", "subsys" => "cell")
+            .increment(freed as u64);
+        tracing::warn!(
+            queued = before,
+            ceiling = budget.limit(),
+            killed,
+            freed,
+            "data queued toward destinations passed max_mem_in_queues; killed the circuits \
+             with the oldest"
+        );
     }
 }

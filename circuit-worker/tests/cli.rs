@@ -192,10 +192,24 @@ fn run_serves_metrics_and_exits_cleanly_on_sigterm() {
     let bundle =
         proto::keys::RelayKeys::generate(&mut rand::rngs::OsRng, 1_790_000_000, 86400).unwrap();
     proto_io::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false).unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    let now = proto_io::unix_now();
+    proto_io::cluster_tls::create_ca(ca.path(), now).unwrap();
+    let tls = keys.path().join("tls");
+    proto_io::cluster_tls::issue(
+        ca.path(),
+        proto_io::cluster_tls::Role::Worker,
+        "w",
+        1,
+        &tls,
+        now,
+    )
+    .unwrap();
     let mut child = KillOnDrop(
         bin()
             .args(["run", "--metrics-listen", "127.0.0.1:0"])
             .env(format!("{ENV}__KEYS_DIR"), keys.path())
+            .env(format!("{ENV}__CLUSTER_TLS__DIR"), &tls)
             .env(format!("{ENV}__GRPC__LISTEN"), "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

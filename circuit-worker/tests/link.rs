@@ -4,10 +4,12 @@
 //! and leaks" and "request ids bound to the link that issued them".
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use circuit_worker::{Config, Listeners, run};
+use common::{Edge, TestWorker, payload};
 use proto::cell::{CELL_PAYLOAD_LEN, ChanCell, ChanCmd};
 use proto::crypto::tor1::ClientCircuit;
 use proto::handshake::fast::CreateFastClient;
@@ -17,84 +19,6 @@ use proto::relay_cell::msg::{Extend2, RelayMsg};
 use proto::relay_cell::{RelayBody, RelayCell, RelayCmd};
 use proto::{CircId, StreamId};
 use proto_io::rpc;
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-
-/// One edge link: what we send and what comes back.
-struct Edge {
-    tx: mpsc::Sender<rpc::EdgeToWorker>,
-    rx: tonic::Streaming<rpc::WorkerToEdge>,
-}
-
-impl Edge {
-    async fn connect(addr: std::net::SocketAddr, name: &str) -> Edge {
-        let mut client =
-            rpc::circuit_worker_client::CircuitWorkerClient::connect(format!("http://{addr}"))
-                .await
-                .unwrap();
-        let (tx, rx) = mpsc::channel(64);
-        tx.send(rpc::EdgeToWorker {
-            hello: Some(rpc::EdgeHello {
-                edge_id: name.into(),
-                max_link_protocol: 5,
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let rx = client
-            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Edge { tx, rx }
-    }
-
-    async fn send(&self, msg: rpc::EdgeToWorker) {
-        self.tx.send(msg).await.unwrap();
-    }
-
-    async fn cell(&self, channel: u64, cell: ChanCell) {
-        self.send(rpc::EdgeToWorker {
-            cells: vec![rpc::Cell::from_chan(channel, cell)],
-            ..Default::default()
-        })
-        .await;
-    }
-
-    /// DESTROY from the client for circuit `circ` on `channel`.
-    async fn destroy(&self, channel: u64, circ: u32) {
-        self.send(rpc::EdgeToWorker {
-            destroys: vec![rpc::Destroy::new(
-                channel,
-                CircId(circ),
-                proto::cell::msg::DestroyReason::Finished,
-            )],
-            ..Default::default()
-        })
-        .await;
-    }
-
-    /// The next message from the worker (bounded wait).
-    async fn next(&mut self) -> rpc::WorkerToEdge {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.next())
-            .await
-            .expect("the worker answers within 10 s")
-            .expect("the link is open")
-            .unwrap()
-    }
-
-    /// True when nothing comes from the worker for `d`.
-    async fn silent_for(&mut self, d: Duration) -> bool {
-        tokio::time::timeout(d, self.rx.next()).await.is_err()
-    }
-}
-
-fn payload(body: &[u8]) -> Bytes {
-    let mut p = vec![0u8; CELL_PAYLOAD_LEN];
-    p[..body.len()].copy_from_slice(body);
-    Bytes::from(p)
-}
 
 /// Opens a one-hop circuit `circ` on `channel` with CREATE_FAST and asks it to extend;
 /// returns the client's layers and the worker's extend request.
@@ -166,28 +90,11 @@ fn destroyed(msg: &rpc::WorkerToEdge) -> Vec<(u64, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_results_count_only_on_their_link_and_orphans_are_destroyed() {
-    let keys = tempfile::tempdir().unwrap();
-    let bundle =
-        proto::keys::RelayKeys::generate(&mut rand::rngs::OsRng, 1_790_000_000, 86400).unwrap();
-    proto_io::keydir::write_key_files(keys.path(), &bundle.to_files().unwrap(), false).unwrap();
-    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let config = Config {
-        keys_dir: keys.path().to_owned(),
-        shards: 2,
-        ..Config::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(async move {
-        run(&config, Listeners { metrics, grpc }, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-
-    let mut a = Edge::connect(addr, "edge-a").await;
-    let mut b = Edge::connect(addr, "edge-b").await;
+    let worker = TestWorker::start(2).await;
+    let mut a = Edge::connect(worker.addr, "edge-a", worker.edge_tls("edge-a")).await;
+    // Link b is a legitimate edge of the same cluster (a valid certificate) that replays
+    // another link's request ids.
+    let mut b = Edge::connect(worker.addr, "edge-b", worker.edge_tls("edge-b")).await;
     let (mut layers, req) = circuit_asking_to_extend(&mut a, 1, 0x8000_0005).await;
 
     // Link b replays link a's request id: its outbound circuit is DESTROYed on b, and
@@ -254,6 +161,5 @@ async fn extend_results_count_only_on_their_link_and_orphans_are_destroyed() {
     .await;
     let _ = circuit_asking_to_extend(&mut a, 1, 0x8000_0008).await;
 
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }

@@ -17,8 +17,9 @@ pub const ENV_PREFIX: &str = "EDGE";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// gRPC URLs of the circuit workers, e.g. `["http://worker-0:9201"]`. Default: empty
-    /// (no workers). As an environment override, comma-separated.
+    /// gRPC URLs of the circuit workers, e.g. `["https://worker-0:9201"]` (`http://` only
+    /// with `cluster_tls.insecure_plaintext`). Default: empty (no workers). As an
+    /// environment override, comma-separated.
     #[serde(deserialize_with = "proto_io::string_or_list")]
     pub workers: Vec<String>,
     /// Directory holding the relay key bundle (certificates and the Ed25519 signing key).
@@ -33,6 +34,8 @@ pub struct Config {
     pub directory: Directory,
     /// Queue bounds.
     pub limits: Limits,
+    /// Mutual TLS on the links to the workers.
+    pub cluster_tls: proto_io::cluster_tls::Settings,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
     /// Logging.
@@ -48,6 +51,7 @@ impl Default for Config {
             orport: OrPort::default(),
             directory: Directory::default(),
             limits: Limits::default(),
+            cluster_tls: proto_io::cluster_tls::Settings::default(),
             metrics: Metrics::default(),
             log: Log::default(),
         }
@@ -265,7 +269,8 @@ mod tests {
                 ("EDGE__ORPORT__LISTEN", "0.0.0.0:443"),
                 ("EDGE__ORPORT__ADVERTISED_ADDRESS", "198.51.100.4:443"),
                 ("EDGE__METRICS__LISTEN", "0.0.0.0:9101"),
-                ("EDGE__WORKERS", "http://w0:9201,http://w1:9201"),
+                ("EDGE__WORKERS", "https://w0:9201,https://w1:9201"),
+                ("EDGE__CLUSTER_TLS__INSECURE_PLAINTEXT", "true"),
                 ("EDGE__LOG__FILTER", "debug"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -277,7 +282,8 @@ mod tests {
             Some("198.51.100.4:443".parse().unwrap())
         );
         assert_eq!(c.metrics.listen, "0.0.0.0:9101".parse().unwrap());
-        assert_eq!(c.workers, ["http://w0:9201", "http://w1:9201"]);
+        assert_eq!(c.workers, ["https://w0:9201", "https://w1:9201"]);
+        assert!(c.cluster_tls.insecure_plaintext);
         assert_eq!(c.log.filter, "debug");
     }
 }

@@ -62,6 +62,40 @@ pub enum Command {
     CheckConfig,
     /// Create the relay identity bundle in `keys_dir`, or rotate/renew keys in it.
     Keygen(KeygenArgs),
+    /// Create the cluster CA for mutual TLS on the edge-worker links (`ca.crt`, `ca.key`).
+    ClusterCa(ClusterCaArgs),
+    /// Issue an edge or worker certificate from the cluster CA (`ca.crt`, `tls.crt`,
+    /// `tls.key`), for the process's `cluster_tls.dir`.
+    ClusterCert(ClusterCertArgs),
+}
+
+/// Options of `edge cluster-ca`.
+#[derive(Debug, Args)]
+pub struct ClusterCaArgs {
+    /// Directory for the CA (created 0700; refused if it holds a CA already). Keep it off
+    /// the hosts that run the cluster: it is needed only to issue certificates.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Options of `edge cluster-cert`.
+#[derive(Debug, Args)]
+pub struct ClusterCertArgs {
+    /// The CA's directory (from `edge cluster-ca`).
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// `edge` (connects to workers) or `worker` (serves edges).
+    #[arg(long)]
+    pub role: proto_io::cluster_tls::Role,
+    /// Name of the process, written as the certificate's common name (for logs).
+    #[arg(long)]
+    pub name: String,
+    /// Days the certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Output directory (created 0700; existing files are not replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Options of `edge keygen`.
@@ -108,6 +142,29 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
         Command::Keygen(args) => {
             let dir = args.keys_dir.clone().unwrap_or(config.keys_dir.clone());
             keygen(&dir, &args, SystemTime::now(), out)
+        }
+        Command::ClusterCa(args) => {
+            proto_io::cluster_tls::create_ca(&args.dir, proto_io::unix_now())?;
+            writeln!(out, "cluster CA created in {}", args.dir.display())?;
+            Ok(())
+        }
+        Command::ClusterCert(args) => {
+            proto_io::cluster_tls::issue(
+                &args.ca_dir,
+                args.role,
+                &args.name,
+                args.days,
+                &args.out,
+                proto_io::unix_now(),
+            )?;
+            writeln!(
+                out,
+                "{:?} certificate {:?} issued in {}",
+                args.role,
+                args.name,
+                args.out.display()
+            )?;
+            Ok(())
         }
         Command::Run(args) => {
             proto_io::init_tracing(&config.log.filter)?;
@@ -231,6 +288,18 @@ pub async fn run(
     let handle = proto_io::install_metrics_recorder()?;
     proto_io::register_process_metrics(COMPONENT, VERSION, SystemTime::now());
     let keys = std::sync::Arc::new(proto_io::keydir::load_edge_keys(&config.keys_dir)?);
+    for url in &config.workers {
+        config.cluster_tls.check_url(url)?;
+    }
+    // An edge without workers refuses every circuit and needs no link material.
+    let worker_tls = if config.workers.is_empty() {
+        None
+    } else {
+        config
+            .cluster_tls
+            .load()?
+            .map(|m| m.client_config(config.cluster_tls.handshake_timeout()))
+    };
     let orport_addr = listeners.orport.local_addr()?;
     let advertised = config.orport.advertised_address.unwrap_or(orport_addr);
     let my_addrs = vec![advertised.ip()];
@@ -282,6 +351,7 @@ pub async fn run(
     // With no workers the router refuses every CREATE* with DESTROY (RESOURCELIMIT).
     let router = router::Router::new(
         &config.workers,
+        worker_tls,
         channels.clone(),
         budget,
         keys.rsa_identity(),

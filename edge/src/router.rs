@@ -78,6 +78,8 @@ pub struct Router {
     workers: Vec<Worker>,
     /// Open channels and the circuits on each; a channel's close touches only its own.
     channels: Mutex<HashMap<u64, ChanEntry>>,
+    /// Mutual TLS for the worker links; `None` under `cluster_tls.insecure_plaintext`.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     chanmgr: Arc<ChannelManager>,
     budget: Arc<MemBudget>,
     our_id: RsaIdentity,
@@ -101,6 +103,7 @@ impl Router {
     /// [`Router::start`] to connect them.
     pub fn new(
         urls: &[String],
+        tls: Option<tonic::transport::ClientTlsConfig>,
         chanmgr: Arc<ChannelManager>,
         budget: Arc<MemBudget>,
         our_id: RsaIdentity,
@@ -114,6 +117,7 @@ impl Router {
                 })
                 .collect(),
             channels: Mutex::new(HashMap::new()),
+            tls,
             chanmgr,
             budget,
             our_id,
@@ -296,11 +300,16 @@ impl Router {
     }
 
     async fn run_worker_link(self: &Arc<Self>, i: usize, url: &str) -> Result<(), String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| e.to_string())?;
+        }
         let chan = endpoint.connect().await.map_err(|e| e.to_string())?;
         let mut client = rpc::circuit_worker_client::CircuitWorkerClient::new(chan)
             .max_decoding_message_size(64 << 20);

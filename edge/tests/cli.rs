@@ -106,7 +106,7 @@ fn check_config_shows_defaults_file_and_env_overrides() {
             .arg("check-config")
             .env(format!("{ENV}_CONFIG"), &file)
             .env(format!("{ENV}__ORPORT__LISTEN"), "0.0.0.0:9443")
-            .env(format!("{ENV}__WORKERS"), "http://w0:9201,http://w1:9201"),
+            .env(format!("{ENV}__WORKERS"), "https://w0:9201,https://w1:9201"),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
@@ -116,8 +116,8 @@ fn check_config_shows_defaults_file_and_env_overrides() {
         !shown.contains("\"127.0.0.1:1\""),
         "env beats file: {shown}"
     );
-    assert!(shown.contains("\"http://w0:9201\""), "{shown}");
-    assert!(shown.contains("\"http://w1:9201\""), "{shown}");
+    assert!(shown.contains("\"https://w0:9201\""), "{shown}");
+    assert!(shown.contains("\"https://w1:9201\""), "{shown}");
 
     // The flag works as well as the variable.
     let out = output(bin().arg("--config").arg(&file).arg("check-config"));
@@ -327,5 +327,69 @@ fn keygen_creates_a_bundle_then_refuses_to_overwrite_it() {
         text(&unsafe_mode.stderr).contains("readable by group or others"),
         "{}",
         text(&unsafe_mode.stderr)
+    );
+}
+
+#[test]
+fn cluster_ca_and_cert_make_link_material_with_safe_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let out = output(bin().arg("cluster-ca").arg("--dir").arg(&ca));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = output(bin().arg("cluster-ca").arg("--dir").arg(&ca));
+    assert!(!again.status.success(), "a second CA over the first");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&ca.join("ca.key")), 0o600);
+    assert_eq!(mode(&ca), 0o700);
+    for role in ["edge", "worker"] {
+        let dest = dir.path().join(role);
+        let out = output(
+            bin()
+                .args(["cluster-cert", "--role", role, "--name", "p0", "--ca-dir"])
+                .arg(&ca)
+                .arg("--out")
+                .arg(&dest),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(mode(&dest.join("tls.key")), 0o600);
+        assert!(dest.join("tls.crt").is_file() && dest.join("ca.crt").is_file());
+    }
+    let bad = output(bin().args([
+        "cluster-cert",
+        "--role",
+        "root",
+        "--name",
+        "x",
+        "--ca-dir",
+        "c",
+        "--out",
+        "o",
+    ]));
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("unknown role"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn run_refuses_a_plaintext_worker_url_under_tls() {
+    let keys = tempfile::tempdir().unwrap();
+    let kg = output(bin().args(["keygen", "--keys-dir"]).arg(keys.path()));
+    assert!(kg.status.success(), "{}", text(&kg.stderr));
+    let out = output(
+        bin()
+            .args(["run", "--metrics-listen", "127.0.0.1:0"])
+            .env(format!("{ENV}__KEYS_DIR"), keys.path())
+            .env(format!("{ENV}__ORPORT__LISTEN"), "127.0.0.1:0")
+            .env(format!("{ENV}__WORKERS"), "http://127.0.0.1:1"),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("https://") && err.contains("insecure_plaintext"),
+        "{err}"
     );
 }

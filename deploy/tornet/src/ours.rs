@@ -56,6 +56,43 @@ pub fn relay_keygen_ids(dir: &Path) -> Result<RelayIds> {
     })
 }
 
+/// Makes sure `ca_dir` holds a cluster CA (`edge cluster-ca`) and `out` a certificate of
+/// it for `role` (`edge cluster-cert`); existing ones are kept, so a restarted cluster
+/// keeps its certificates. Returns `out`.
+///
+/// # Errors
+/// When either command fails.
+pub fn cluster_cert(ca_dir: &Path, role: &str, name: &str, out: &Path) -> Result<PathBuf> {
+    let run = |args: &[&std::ffi::OsStr]| -> Result<()> {
+        let o = Command::new(our_binary("edge")?).args(args).output()?;
+        if !o.status.success() {
+            bail!(
+                "edge {}: {}",
+                args[0].to_string_lossy(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(())
+    };
+    if !ca_dir.join("ca.key").exists() {
+        run(&["cluster-ca".as_ref(), "--dir".as_ref(), ca_dir.as_os_str()])?;
+    }
+    if !out.join("tls.crt").exists() {
+        run(&[
+            "cluster-cert".as_ref(),
+            "--ca-dir".as_ref(),
+            ca_dir.as_os_str(),
+            "--role".as_ref(),
+            role.as_ref(),
+            "--name".as_ref(),
+            name.as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])?;
+    }
+    Ok(out.to_owned())
+}
+
 /// A round-robin TCP balancer on `listen` (an L4 load balancer in front of a fleet of
 /// edges): each connection goes to the next backend that accepts it. Returns the count of
 /// connections forwarded. It runs on its own thread for the rest of the process.
@@ -183,16 +220,21 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
     let mut urls = Vec::new();
     let mut metrics_ports = Vec::new();
     let policy = spec.exit_policy.join(",");
+    // Every edge-worker link is mutual TLS under a CA of this cluster's own.
+    let ca_dir = root.join(format!("{}-ca", spec.name));
     for w in 0..spec.workers {
-        let dir = root.join(format!("{}-worker{w}", spec.name));
+        let name = format!("{}-worker{w}", spec.name);
+        let dir = root.join(&name);
         std::fs::create_dir_all(&dir)?;
+        let tls = cluster_cert(&ca_dir, "worker", &name, &dir.join("tls"))?;
         let grpc = free_port();
         let metrics = free_port();
-        urls.push(format!("http://127.0.0.1:{grpc}"));
+        urls.push(format!("https://127.0.0.1:{grpc}"));
         let mut cmd = Command::new(our_binary("circuit-worker")?);
         cmd.arg("run")
             .env_clear()
             .env("CIRCUIT_WORKER__KEYS_DIR", &spec.keys_dir)
+            .env("CIRCUIT_WORKER__CLUSTER_TLS__DIR", &tls)
             .env("CIRCUIT_WORKER__SHARDS", "2")
             .env("CIRCUIT_WORKER__GRPC__LISTEN", format!("127.0.0.1:{grpc}"))
             .env(
@@ -223,8 +265,10 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
     let mut edge_ports = Vec::new();
     let authorities: Vec<String> = spec.authorities.iter().map(ToString::to_string).collect();
     for e in 0..spec.edges {
-        let dir = root.join(format!("{}-edge{e}", spec.name));
+        let name = format!("{}-edge{e}", spec.name);
+        let dir = root.join(&name);
         std::fs::create_dir_all(&dir)?;
+        let tls = cluster_cert(&ca_dir, "edge", &name, &dir.join("tls"))?;
         let listen = if spec.edges == 1 {
             or_port
         } else {
@@ -236,6 +280,7 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
         cmd.arg("run")
             .env_clear()
             .env("EDGE__KEYS_DIR", &spec.keys_dir)
+            .env("EDGE__CLUSTER_TLS__DIR", &tls)
             .env("EDGE__NICKNAME", &spec.name)
             .env("EDGE__WORKERS", urls.join(","))
             .env("EDGE__ORPORT__LISTEN", format!("127.0.0.1:{listen}"))

@@ -27,20 +27,28 @@ fn keys_err(e: proto::Error) -> Error {
 /// # Errors
 /// [`Error::Keys`] for an unsafe mode, [`Error::Io`] when reading fails.
 pub fn read_key_file(dir: &Path, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
-    let path = dir.join(name);
-    let meta = match fs::metadata(&path) {
+    read_file(&dir.join(name), keys::is_secret_file(name))
+}
+
+/// Reads `path`; `Ok(None)` when it does not exist. A `secret` file must not be readable by
+/// group or others.
+///
+/// # Errors
+/// [`Error::Keys`] for an unsafe mode, [`Error::Io`] when reading fails.
+pub fn read_file(path: &Path, secret: bool) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if keys::is_secret_file(name) && meta.permissions().mode() & 0o077 != 0 {
+    if secret && meta.permissions().mode() & 0o077 != 0 {
         return Err(Error::Keys(format!(
             "{} holds a secret key but is readable by group or others (mode {:o}); run chmod 600 on it",
             path.display(),
             meta.permissions().mode() & 0o777
         )));
     }
-    Ok(Some(Zeroizing::new(fs::read(&path)?)))
+    Ok(Some(Zeroizing::new(fs::read(path)?)))
 }
 
 /// Writes `files` into `dir` (created 0700 if missing). Refuses to replace an existing

@@ -17,6 +17,7 @@
 pub mod batch;
 pub mod budget;
 pub mod channel;
+pub mod cluster_tls;
 pub mod keydir;
 pub mod rpc;
 pub mod tls;
