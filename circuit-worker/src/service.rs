@@ -77,11 +77,13 @@ impl CircuitWorker for WorkerService {
                 tx,
                 routes: Arc::new(Routes::default()),
             };
+            let sizes = metrics::histogram!("worker_edge_batch_cells", "direction" => "from_edge");
             loop {
                 let msg = match incoming.message().await {
                     Ok(Some(m)) => m,
                     Ok(None) | Err(_) => break,
                 };
+                sizes.record((msg.cells.len() + msg.destroys.len()) as f64);
                 if let Some(h) = &msg.hello {
                     tracing::info!(edge = %h.edge_id, link = id, "edge linked");
                 }
@@ -102,20 +104,27 @@ impl CircuitWorker for WorkerService {
                         .await;
                 }
                 // DESTROYs from the edge are cells like any other for the circuit engine.
-                let cells: Vec<(rpc::CircKey, ChanCell)> = msg
+                let cells: Vec<(rpc::CircKey, ChanCell, u32)> = msg
                     .cells
                     .into_iter()
-                    .map(rpc::Cell::into_chan)
-                    .chain(msg.destroys.into_iter().map(rpc::Destroy::into_chan))
+                    .map(|c| {
+                        let stamp = c.stamp;
+                        c.into_chan().map(|(k, cell)| (k, cell, stamp))
+                    })
+                    .chain(
+                        msg.destroys
+                            .into_iter()
+                            .map(|d| d.into_chan().map(|(k, cell)| (k, cell, 0))),
+                    )
                     .filter_map(|c| c.map_err(|_| rejected("cell")).ok())
                     .collect();
-                let routed = link.routes.lookup(cells.iter().map(|(k, _)| k));
-                let mut per_shard: Vec<Vec<(u64, ChanCell)>> = vec![Vec::new(); shards.len()];
-                for ((key, cell), route) in cells.into_iter().zip(routed) {
+                let routed = link.routes.lookup(cells.iter().map(|(k, _, _)| k));
+                let mut per_shard: Vec<Vec<(u64, ChanCell, u32)>> = vec![Vec::new(); shards.len()];
+                for ((key, cell, stamp), route) in cells.into_iter().zip(routed) {
                     let s = route
                         .unwrap_or_else(|| shard_for(id, key.channel, key.circ_id, shards.len()));
                     if let Some(v) = per_shard.get_mut(s) {
-                        v.push((key.channel, cell));
+                        v.push((key.channel, cell, stamp));
                     }
                 }
                 for (s, cells) in per_shard.into_iter().enumerate() {
@@ -147,7 +156,12 @@ impl CircuitWorker for WorkerService {
             tracing::info!(link = id, "edge link closed");
         });
         // Cells queued while the stream is busy go out together (many cells a message).
-        let out = ReceiverStream::new(proto_io::batch::coalesce(rx, 256, 4));
+        let out = ReceiverStream::new(proto_io::batch::coalesce(
+            rx,
+            256,
+            4,
+            metrics::histogram!("worker_edge_batch_cells", "direction" => "to_edge"),
+        ));
         let out = tokio_stream::StreamExt::map(out, Ok);
         Ok(Response::new(Box::pin(out) as LinkStream))
     }

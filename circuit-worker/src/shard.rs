@@ -130,8 +130,8 @@ pub enum FromEdge {
     Cells {
         /// The link.
         link: Link,
-        /// The cells, each with the edge's channel.
-        cells: Vec<(u64, ChanCell)>,
+        /// The cells, each with the edge's channel and its stamp ([`rpc::Cell::stamp`]).
+        cells: Vec<(u64, ChanCell, u32)>,
     },
     /// An extend this shard asked for finished.
     ExtendResult {
@@ -258,6 +258,9 @@ impl Actor for Shard {
 #[derive(Default)]
 struct Out {
     msgs: Vec<(EdgeTx, rpc::WorkerToEdge)>,
+    /// The link and stamp of the cell being handled: cells this produces toward the same
+    /// link carry its stamp back (link ids start at 1, so the default matches none).
+    stamp: (u64, u32),
 }
 
 impl Out {
@@ -273,8 +276,12 @@ impl Out {
                 ..Default::default()
             }
         } else {
+            let mut c = rpc::Cell::from_chan(key.1, cell);
+            if key.0 == self.stamp.0 {
+                c.stamp = self.stamp.1;
+            }
             rpc::WorkerToEdge {
-                cells: vec![rpc::Cell::from_chan(key.1, cell)],
+                cells: vec![c],
                 ..Default::default()
             }
         };
@@ -789,7 +796,8 @@ impl Handler<FromEdge> for Shard {
         let mut out = Out::default();
         match msg {
             FromEdge::Cells { link, cells } => {
-                for (channel, c) in cells {
+                for (channel, c, stamp) in cells {
+                    out.stamp = (link.id, stamp);
                     self.on_cell(&link, channel, c, &mut out, ctx);
                 }
             }

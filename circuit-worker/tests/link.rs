@@ -155,11 +155,32 @@ async fn extend_results_count_only_on_their_link_and_orphans_are_destroyed() {
             circ: Some(rpc::CircKey::new(1, CircId(0x8000_0007))),
             command: 7, // VERSIONS
             payload: payload(&[]),
+            stamp: 0,
         }],
         ..Default::default()
     })
     .await;
     let _ = circuit_asking_to_extend(&mut a, 1, 0x8000_0008).await;
+
+    // A cell's stamp comes back on the cells its handling produced for the same link (the
+    // edge reads the cluster's added latency from it).
+    let (_, x) = CreateFastClient::start(&mut rand::rngs::OsRng);
+    let mut create = rpc::Cell::from_chan(
+        1,
+        ChanCell {
+            circ_id: CircId(0x8000_0009),
+            cmd: ChanCmd::CreateFast,
+            payload: payload(&x),
+        },
+    );
+    create.stamp = 4242;
+    a.send(rpc::EdgeToWorker {
+        cells: vec![create],
+        ..Default::default()
+    })
+    .await;
+    let reply = a.next().await;
+    assert_eq!(reply.cells[0].stamp, 4242, "{reply:?}");
 
     worker.stop().await;
 }

@@ -78,6 +78,9 @@ pub struct Router {
     workers: Vec<Worker>,
     /// Open channels and the circuits on each; a channel's close touches only its own.
     channels: Mutex<HashMap<u64, ChanEntry>>,
+    /// From a cell's arrival here to its successor's return from the worker
+    /// (`edge_cluster_latency_seconds`: the latency the cluster adds, on this edge).
+    cluster_latency: metrics::Histogram,
     /// Mutual TLS for the worker links; `None` under `cluster_tls.insecure_plaintext`.
     tls: Option<tonic::transport::ClientTlsConfig>,
     chanmgr: Arc<ChannelManager>,
@@ -117,6 +120,7 @@ impl Router {
                 })
                 .collect(),
             channels: Mutex::new(HashMap::new()),
+            cluster_latency: metrics::histogram!("edge_cluster_latency_seconds"),
             tls,
             chanmgr,
             budget,
@@ -324,7 +328,12 @@ impl Router {
         .await
         .map_err(|e| e.to_string())?;
         // Cells queued while the stream is busy go out together (many cells a message).
-        let rx = proto_io::batch::coalesce(rx, WORKER_BATCH, 4);
+        let rx = proto_io::batch::coalesce(
+            rx,
+            WORKER_BATCH,
+            4,
+            metrics::histogram!("edge_worker_batch_cells", "direction" => "to_worker"),
+        );
         let mut replies = client
             .link(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
@@ -333,12 +342,14 @@ impl Router {
         *lock(&self.workers[i].tx) = Some(tx.clone());
         metrics::gauge!("edge_workers_connected").set(self.live_workers() as f64);
         tracing::info!(worker = %url, "worker linked");
+        let sizes = metrics::histogram!("edge_worker_batch_cells", "direction" => "from_worker");
         loop {
             let msg = match replies.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             };
+            sizes.record((msg.cells.len() + msg.destroys.len()) as f64);
             self.from_worker(i, &tx, msg);
         }
     }
@@ -356,6 +367,7 @@ impl Router {
         {
             let t = lock(&self.channels);
             for c in msg.cells {
+                let stamp = c.stamp;
                 let Ok((ck, cell)) = c.into_chan() else {
                     metrics::counter!("edge_rpc_rejected_total", "part" => "cell").increment(1);
                     continue;
@@ -365,6 +377,10 @@ impl Router {
                 };
                 if !ce.circuits.contains_key(&ck.circ_id) {
                     continue; // ended here already
+                }
+                if stamp != 0 {
+                    self.cluster_latency
+                        .record(rpc::stamp_age(stamp).as_secs_f64());
                 }
                 if let Err(QueueError::Overflow(o)) = ce.handle.queue(cell) {
                     overflows.push((ck.channel, o.circ_id.0));
@@ -549,8 +565,10 @@ impl Router {
                 ..Default::default()
             }
         } else {
+            let mut c = rpc::Cell::from_chan(chan, cell);
+            c.stamp = rpc::stamp_now();
             rpc::EdgeToWorker {
-                cells: vec![rpc::Cell::from_chan(chan, cell)],
+                cells: vec![c],
                 ..Default::default()
             }
         };

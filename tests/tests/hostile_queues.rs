@@ -20,7 +20,6 @@ use proto::handshake::fast::CreateFastClient;
 use proto::relay_cell::RelayBody;
 use proto::relay_cell::msg::{Begin, RelayMsg};
 use proto::{CircId, StreamId};
-use proto_io::channel::{Channel, LinkContext};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tornet::ours::{ClusterSpec, relay_keygen, start_cluster};
@@ -39,7 +38,7 @@ const EDGE_GROWTH: u64 = 3 * CEILING + (16 << 20);
 const WORKER_GROWTH: u64 = 128 << 20;
 const FETCH: usize = 5 << 20;
 
-type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+type Tls = tornet::link::ClientTls;
 
 fn metric(port: u16, needle: &str) -> f64 {
     http::metric(SocketAddr::from(([127, 0, 0, 1], port)), needle)
@@ -58,31 +57,10 @@ fn rss(pid: u32) -> u64 {
 
 /// A link to our edge as an unauthenticated client; returns its stream and framing.
 async fn link(orport: u16) -> (Tls, ChanCodec, BytesMut) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    tornet::link::client_channel(orport)
+        .await
         .unwrap()
-        .as_secs();
-    let (_, ctx) = LinkContext::ephemeral(&mut rand::rngs::OsRng, now).unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", orport))
-        .await
-        .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(proto_io::tls::client_config().unwrap());
-    let tls = connector
-        .connect(proto_io::tls::random_server_name(), tcp)
-        .await
-        .unwrap();
-    let ch = Channel::connect(
-        tls,
-        &ctx,
-        None,
-        None,
-        false,
-        [127, 0, 0, 1].into(),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    ch.into_parts()
+        .into_parts()
 }
 
 fn create_fast(circ: u32, x: &[u8]) -> ChanCell {

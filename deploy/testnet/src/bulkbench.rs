@@ -8,8 +8,10 @@
 //!
 //! Each transfer fetches `--mb` megabytes from a local HTTP server through a C tor client's
 //! SOCKS port; the configurations alternate `--rounds` times and the medians are reported,
-//! with CPU seconds per MB of the relay under test (all its processes, from
-//! /proc/PID/stat) and the ratio ours / C tor. Run it from a release build:
+//! with CPU per MB, read/write system calls per MB and context switches per MB of the
+//! relay under test (all its processes and threads, from /proc/PID/{stat,io,task}) and the
+//! ratios ours / C tor, plus the mean batch sizes of our cluster (its `*_cells`
+//! histograms: cells per edge↔worker message and per TLS write). Run it from a release build:
 //! `cargo run --release -p testnet --bin bulkbench`.
 
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sha2::{Digest, Sha256};
 use tornet::ours::{ClusterSpec, relay_keygen, start_cluster};
+use tornet::procstat::{Counters, batch_histograms};
 use tornet::traffic::{body, fetch_via_socks, start_http_server};
 use tornet::{NetConfig, TorNet, wait_for};
 
@@ -38,33 +41,11 @@ struct Cli {
     workers: usize,
 }
 
-/// utime + stime of `pid` in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
-        .sum();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 struct Sample {
     mb_per_s: f64,
     cpu_per_mb: f64,
+    syscalls_per_mb: f64,
+    ctx_per_mb: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -118,7 +99,11 @@ fn main() -> Result<()> {
             [g.clone(), m.clone(), x.clone()],
             vec![m_pid],
         ),
-        ("exit: ours", [g.clone(), m.clone(), fp.clone()], ours_pids),
+        (
+            "exit: ours",
+            [g.clone(), m.clone(), fp.clone()],
+            ours_pids.clone(),
+        ),
         (
             "exit: C tor",
             [g.clone(), m.clone(), x.clone()],
@@ -149,23 +134,50 @@ fn main() -> Result<()> {
     for round in 0..cli.rounds {
         for (k, (label, _, pids)) in configs.iter().enumerate() {
             let socks = net.socks_addr(clients[k]).context("no SOCKS port")?;
-            let cpu0: f64 = pids.iter().map(|p| cpu_secs(*p)).sum();
+            let ours = pids == &ours_pids;
+            let hist0 = if ours {
+                batch_histograms(&cluster.metrics_ports)
+            } else {
+                Vec::new()
+            };
+            let c0 = Counters::read(pids);
             let t = Instant::now();
             let got = fetch_via_socks(socks, http, n, Duration::from_secs(600))?;
             let secs = t.elapsed().as_secs_f64();
-            let cpu = pids.iter().map(|p| cpu_secs(*p)).sum::<f64>() - cpu0;
+            let c = Counters::read(pids).minus(c0);
             if Sha256::digest(&got) != want {
                 bail!("{label}: the transfer's SHA-256 does not match");
             }
             let mb = cli.mb as f64;
             println!(
-                "round {round}: {label:<14} {:7.2} MB/s  {:6.4} CPU s/MB",
+                "round {round}: {label:<14} {:7.2} MB/s  {:6.2} CPU ms/MB  {:7.0} syscalls/MB  {:6.0} ctx switches/MB",
                 mb / secs,
-                cpu / mb
+                c.cpu * 1000.0 / mb,
+                c.syscalls / mb,
+                c.ctx_switches / mb,
             );
+            if ours {
+                for ((series, s1, n1), (_, s0, n0)) in
+                    batch_histograms(&cluster.metrics_ports).iter().zip(
+                        hist0
+                            .iter()
+                            .chain(std::iter::repeat(&(String::new(), 0.0, 0.0))),
+                    )
+                {
+                    if n1 > n0 {
+                        println!(
+                            "    {series}: {:.0} batches, {:.1} cells each",
+                            n1 - n0,
+                            (s1 - s0) / (n1 - n0)
+                        );
+                    }
+                }
+            }
             samples[k].push(Sample {
                 mb_per_s: mb / secs,
-                cpu_per_mb: cpu / mb,
+                cpu_per_mb: c.cpu * 1000.0 / mb,
+                syscalls_per_mb: c.syscalls / mb,
+                ctx_per_mb: c.ctx_switches / mb,
             });
         }
     }
@@ -173,24 +185,36 @@ fn main() -> Result<()> {
         "\nmedians over {} rounds of {} MB ({} workers in our cluster):",
         cli.rounds, cli.mb, spec.workers
     );
-    println!("{:<14} {:>9} {:>12}", "relay", "MB/s", "CPU s/MB");
-    let med: Vec<(f64, f64)> = samples
+    println!(
+        "{:<14} {:>9} {:>10} {:>12} {:>14}",
+        "relay", "MB/s", "CPU ms/MB", "syscalls/MB", "ctx switch/MB"
+    );
+    let med: Vec<[f64; 4]> = samples
         .iter()
         .map(|s| {
-            (
+            [
                 median(s.iter().map(|x| x.mb_per_s).collect()),
                 median(s.iter().map(|x| x.cpu_per_mb).collect()),
-            )
+                median(s.iter().map(|x| x.syscalls_per_mb).collect()),
+                median(s.iter().map(|x| x.ctx_per_mb).collect()),
+            ]
         })
         .collect();
-    for ((label, _, _), (t, c)) in configs.iter().zip(&med) {
-        println!("{label:<14} {t:>9.2} {c:>12.4}");
+    for ((label, _, _), m) in configs.iter().zip(&med) {
+        println!(
+            "{label:<14} {:>9.2} {:>10.2} {:>12.0} {:>14.0}",
+            m[0], m[1], m[2], m[3]
+        );
     }
     for (pos, ours, theirs) in [("middle", 0, 1), ("exit", 2, 3)] {
+        let r = |i: usize| med[ours][i] / med[theirs][i];
         println!(
-            "{pos}: throughput ours/C tor = {:.2}, CPU per MB ours/C tor = {:.2}",
-            med[ours].0 / med[theirs].0,
-            med[ours].1 / med[theirs].1
+            "{pos}: ours/C tor: throughput {:.2}, CPU per MB {:.2}, syscalls per MB {:.2}, \
+             context switches per MB {:.2}",
+            r(0),
+            r(1),
+            r(2),
+            r(3)
         );
     }
     drop(cluster);

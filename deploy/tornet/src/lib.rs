@@ -21,8 +21,10 @@
 
 pub mod control;
 pub mod http;
+pub mod link;
 pub mod ours;
 pub mod process;
+pub mod procstat;
 pub mod traffic;
 
 use std::collections::HashSet;

@@ -1,5 +1,6 @@
 //! Traffic for data-path tests: a local HTTP/1.0 file server with deterministic content,
-//! and a SOCKS5 client (RFC 1928, no authentication) to fetch through a Tor client.
+//! and a SOCKS5 client (RFC 1928; username/password, RFC 1929, only to pick a Tor
+//! client's circuit through its IsolateSOCKSAuth) to fetch through a Tor client.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -55,6 +56,54 @@ fn serve(mut s: TcpStream) {
     }
 }
 
+/// Opens a SOCKS5 stream to `target` (IPv4) through `socks`, within 60 s for each step.
+/// With `isolation`, it is sent as the username: a C tor client (IsolateSOCKSAuth, its
+/// default) puts streams with different usernames on different circuits.
+///
+/// # Errors
+/// Connection, SOCKS refusal or timeouts.
+pub fn socks_connect(
+    socks: SocketAddr,
+    target: SocketAddr,
+    isolation: Option<&str>,
+) -> std::io::Result<TcpStream> {
+    let fail = |what: String| std::io::Error::other(what);
+    let mut s = TcpStream::connect_timeout(&socks, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
+    let method = if isolation.is_some() { 2 } else { 0 };
+    s.write_all(&[5, 1, method])?;
+    let mut r = [0u8; 2];
+    s.read_exact(&mut r)?;
+    if r != [5, method] {
+        return Err(fail(format!("SOCKS method refused: {r:?}")));
+    }
+    if let Some(user) = isolation {
+        let user = &user.as_bytes()[..user.len().min(255)];
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user);
+        auth.extend_from_slice(&[1, b'x']);
+        s.write_all(&auth)?;
+        s.read_exact(&mut r)?;
+        if r[1] != 0 {
+            return Err(fail("SOCKS authentication refused".into()));
+        }
+    }
+    let SocketAddr::V4(v4) = target else {
+        return Err(fail("IPv4 only".into()));
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&v4.ip().octets());
+    req.extend_from_slice(&v4.port().to_be_bytes());
+    s.write_all(&req)?;
+    let mut rep = [0u8; 10];
+    s.read_exact(&mut rep)?;
+    if rep[1] != 0 {
+        return Err(fail(format!("SOCKS CONNECT failed with code {}", rep[1])));
+    }
+    Ok(s)
+}
+
 /// Fetches `http://target/bytes/n` through the SOCKS5 proxy at `socks`; returns the body.
 ///
 /// # Errors
@@ -65,27 +114,9 @@ pub fn fetch_via_socks(
     n: usize,
     limit: Duration,
 ) -> Result<Vec<u8>> {
-    let mut s = TcpStream::connect_timeout(&socks, Duration::from_secs(5))?;
+    let mut s = socks_connect(socks, target, None)?;
     s.set_read_timeout(Some(limit))?;
     s.set_write_timeout(Some(limit))?;
-    s.write_all(&[5, 1, 0])?;
-    let mut r = [0u8; 2];
-    s.read_exact(&mut r)?;
-    if r != [5, 0] {
-        bail!("SOCKS greeting refused: {r:?}");
-    }
-    let SocketAddr::V4(v4) = target else {
-        bail!("IPv4 only")
-    };
-    let mut req = vec![5, 1, 0, 1];
-    req.extend_from_slice(&v4.ip().octets());
-    req.extend_from_slice(&v4.port().to_be_bytes());
-    s.write_all(&req)?;
-    let mut rep = [0u8; 10];
-    s.read_exact(&mut rep)?;
-    if rep[1] != 0 {
-        bail!("SOCKS CONNECT failed with code {}", rep[1]);
-    }
     write!(s, "GET /bytes/{n} HTTP/1.0\r\nHost: {target}\r\n\r\n")?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).context("reading the response")?;

@@ -51,12 +51,13 @@ impl CellBatch for rpc::WorkerToEdge {
 }
 
 /// Reads `rx` and forwards its messages, merging runs of cells-only messages into batches
-/// of at most `max_cells` cells, into the returned receiver (capacity `depth`). The task
-/// ends when either side is closed.
+/// of at most `max_cells` cells, into the returned receiver (capacity `depth`); `sizes`
+/// records each batch's cell count. The task ends when either side is closed.
 pub fn coalesce<M: CellBatch>(
     mut rx: mpsc::Receiver<M>,
     max_cells: usize,
     depth: usize,
+    sizes: metrics::Histogram,
 ) -> mpsc::Receiver<M> {
     let (tx, out) = mpsc::channel(depth.max(1));
     tokio::spawn(async move {
@@ -87,6 +88,7 @@ pub fn coalesce<M: CellBatch>(
                     }
                 }
             }
+            sizes.record(batch.cell_count() as f64);
             if tx.send(batch).await.is_err() {
                 return;
             }
@@ -108,6 +110,7 @@ mod tests {
                 }),
                 command: 3,
                 payload: bytes::Bytes::new(),
+                stamp: 0,
             }],
             ..Default::default()
         }
@@ -129,7 +132,7 @@ mod tests {
             tx.send(cell(i)).await.unwrap_or_default();
         }
         drop(tx);
-        let mut out = coalesce(rx, 4, 8);
+        let mut out = coalesce(rx, 4, 8, metrics::Histogram::noop());
         let mut got = Vec::new();
         while let Some(m) = out.recv().await {
             got.push(m);

@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -211,6 +211,15 @@ pub fn init_tracing(filter: &str) -> Result<()> {
 /// The process-wide Prometheus handle, set by the first [`install_metrics_recorder`].
 static RECORDER: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
+/// Buckets of every `*_seconds` histogram: 100 µs to 5 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Buckets of every `*_cells` histogram (cells per batch): powers of two to 1024.
+pub const CELLS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 /// Installs a Prometheus recorder as the global `metrics` recorder and returns a handle
 /// that renders it. Idempotent: later calls return the same handle.
 ///
@@ -221,7 +230,12 @@ pub fn install_metrics_recorder() -> Result<PrometheusHandle> {
     if let Some(handle) = slot.as_ref() {
         return Ok(handle.clone());
     }
-    let recorder = PrometheusBuilder::new().build_recorder();
+    // Histograms, not summaries: a summary's quantiles cannot be added up across pods.
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_cells".into()), CELLS_BUCKETS))
+        .map_err(|_| Error::Metrics("empty histogram buckets"))?
+        .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|_| Error::Metrics("another global metrics recorder is already installed"))?;

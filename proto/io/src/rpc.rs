@@ -59,6 +59,7 @@ impl Cell {
             circ: Some(CircKey::new(channel, cell.circ_id)),
             command: u32::from(u8::from(cell.cmd)),
             payload: cell.payload,
+            stamp: 0,
         }
     }
 
@@ -116,6 +117,22 @@ impl Destroy {
     }
 }
 
+/// The edge's clock for [`Cell::stamp`]: microseconds since the first call, wrapping at
+/// 2³² (71 minutes, far longer than a cell stays in a cluster), never 0.
+pub fn stamp_now() -> u32 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let us = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros();
+    (us as u32).max(1)
+}
+
+/// How long ago [`stamp_now`] returned `stamp`.
+pub fn stamp_age(stamp: u32) -> std::time::Duration {
+    std::time::Duration::from_micros(u64::from(stamp_now().wrapping_sub(stamp)))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -141,12 +158,23 @@ mod tests {
     }
 
     #[test]
+    fn stamps_are_nonzero_and_age() {
+        let s = stamp_now();
+        assert_ne!(s, 0);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let age = stamp_age(s);
+        assert!(age >= std::time::Duration::from_millis(5), "{age:?}");
+        assert!(age < std::time::Duration::from_secs(5), "{age:?}");
+    }
+
+    #[test]
     fn link_cells_and_out_of_range_commands_are_errors() {
         for command in [0, 7, 8, 12, 128, 129, 300] {
             let c = Cell {
                 circ: Some(CircKey::new(1, CircId(5))),
                 command,
                 payload: padded(b""),
+                stamp: 0,
             };
             assert_eq!(c.into_chan(), Err(RpcError::Command(command)));
         }
@@ -154,6 +182,7 @@ mod tests {
             circ: None,
             command: 3,
             payload: padded(b""),
+            stamp: 0,
         };
         assert_eq!(c.into_chan(), Err(RpcError::NoCircuit));
     }

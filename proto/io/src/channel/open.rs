@@ -304,6 +304,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
             shared: shared.clone(),
         };
         let idle = policy.idle_timeout(&handle.peer, &mut rand::thread_rng());
+        let peer_kind = match handle.peer {
+            Peer::Client => "client",
+            Peer::Relay(_) => "relay",
+        };
         let (keepalive, write_timeout) = (policy.keepalive, policy.write_timeout);
         handler.on_open(&handle);
         let me = handle.clone();
@@ -315,6 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
                 let mut last_write = tokio::time::Instant::now();
                 // Housekeeping runs at least this often (C tor: once a second).
                 let tick = Duration::from_secs(1).min(keepalive).min(idle);
+                let sizes = metrics::histogram!("edge_channel_write_cells");
                 loop {
                     let woke = shared.wake.notified();
                     cells.clear();
@@ -339,6 +344,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
                                 let since = shared.last_had_circuits.load(Ordering::Relaxed);
                                 let quiet = shared.budget.tick().saturating_sub(since);
                                 if Duration::from_millis(quiet) >= idle {
+                                    metrics::counter!("edge_channels_idle_closed_total", "peer" => peer_kind)
+                                        .increment(1);
                                     return Ok::<(), ChanError>(());
                                 }
                             }
@@ -346,6 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
                             continue;
                         }
                     }
+                    sizes.record(cells.len() as f64);
                     for c in &cells {
                         codec.encode(c, &mut out)?;
                     }
