@@ -196,7 +196,9 @@ pub async fn run(
     )
     .max_decoding_message_size(64 << 20);
     let server = tonic::transport::Server::builder()
-        .http2_adaptive_window(Some(true))
+        // As the edges' side (edge::router::LINK_WINDOW): a few milliseconds in flight.
+        .initial_stream_window_size(Some(512 << 10))
+        .initial_connection_window_size(Some(512 << 10))
         .tcp_nodelay(true)
         .add_service(svc);
     let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match tls {

@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::shard::{FromEdge, Link, Routes, Shard};
 
 /// Messages queued toward one edge before a shard has to wait.
-pub const EDGE_QUEUE: usize = 1024;
+pub const EDGE_QUEUE: usize = 128;
 
 /// The tonic service.
 #[derive(Debug)]

@@ -250,7 +250,9 @@ impl Shard {
 impl Actor for Shard {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(256);
+        // Each message is a batch of up to 256 cells: a short mailbox keeps the cells
+        // waiting for a shard (and their latency) small; the link reader waits instead.
+        ctx.set_mailbox_capacity(16);
     }
 }
 

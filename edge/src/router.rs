@@ -27,7 +27,12 @@ use tokio::sync::mpsc;
 use crate::chanmgr::ChannelManager;
 
 /// Messages queued toward one worker before a channel reader waits.
-const WORKER_QUEUE: usize = 1024;
+const WORKER_QUEUE: usize = 128;
+/// HTTP/2 flow-control window of a worker link, per stream and per connection: enough
+/// for a few milliseconds of a busy link, so cells do not wait behind megabytes in
+/// flight (an adaptive window grows to the bandwidth-delay product of a saturated
+/// machine, and every circuit's cells queue behind it).
+pub const LINK_WINDOW: u32 = 512 << 10;
 /// Most cells in one gRPC message to a worker.
 const WORKER_BATCH: usize = 256;
 /// Random circuit ids tried on a channel before an extend fails (C tor's
@@ -308,7 +313,8 @@ impl Router {
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .http2_adaptive_window(true);
+            .initial_stream_window_size(LINK_WINDOW)
+            .initial_connection_window_size(LINK_WINDOW);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls.clone())

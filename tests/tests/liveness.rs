@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use proto::CircId;
@@ -30,31 +30,6 @@ const CLIENT_IDLE: u64 = 20;
 
 fn metric(port: u16, needle: &str) -> f64 {
     http::metric(SocketAddr::from(([127, 0, 0, 1], port)), needle)
-}
-
-/// A TCP echo server on 127.0.0.1.
-fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().take(16) {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 /// Sends `msg` and expects it back.
@@ -131,7 +106,7 @@ fn middle_network(
 
 #[test]
 fn idle_circuits_keep_their_channels_with_c_tor_timings() {
-    let echo = echo_server();
+    let echo = tornet::traffic::start_echo_server().unwrap();
     let (_net, cluster, _, mut s) = middle_network(&[], &[], echo);
     let edge = cluster.metrics_ports[0];
     let closed0 = metric(edge, "edge_channels_idle_closed_total");
@@ -156,7 +131,7 @@ fn idle_circuits_keep_their_channels_with_c_tor_timings() {
 
 #[test]
 fn keepalives_keep_idle_channels_and_circuitless_ones_close_on_schedule() {
-    let echo = echo_server();
+    let echo = tornet::traffic::start_echo_server().unwrap();
     let keepalive = format!("KeepalivePeriod {KEEPALIVE}");
     let (net, cluster, _, mut s) = middle_network(
         &[&keepalive],

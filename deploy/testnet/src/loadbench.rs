@@ -9,8 +9,10 @@
 //! switches per MB (all processes and threads of the relay), circuits built per second
 //! (streams whose first byte arrived, per second of the run), p50/p99 time to first byte,
 //! and for ours the p50/p99 of the latency the cluster adds (edge → worker → edge, the
-//! edge's `edge_cluster_latency_seconds`). Rounds alternate between the relays; medians
-//! are printed with the ratios ours / C tor.
+//! edge's `edge_cluster_latency_seconds`), and the round trips of a one-byte echo on a
+//! circuit of its own, alone and beside the load, whose difference from C tor's is the
+//! latency our relay adds compared with C tor's. Rounds alternate between the relays;
+//! medians are printed with the ratios ours / C tor.
 //!
 //! Run it from a release build: `cargo run --release -p testnet --bin loadbench`.
 
@@ -22,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tornet::ours::{ClusterSpec, RelayCluster, relay_keygen, start_cluster};
 use tornet::procstat::Counters;
-use tornet::traffic::{body, fetch_via_socks, socks_connect, start_http_server};
+use tornet::traffic::{body, fetch_via_socks, socks_connect, start_echo_server, start_http_server};
 use tornet::{NetConfig, TorNet, wait_for};
 
 #[derive(Debug, Parser)]
@@ -73,6 +75,32 @@ fn one_stream(socks: SocketAddr, http: SocketAddr, user: &str, n: usize) -> Opti
         .position(|w| w == b"\r\n\r\n")
         .is_some_and(|h| got[h + 4..] == body(n)[..]);
     Some(Stream { ttfb, ok })
+}
+
+/// Round trips of one byte on an echo stream of its own circuit through `socks`, every
+/// 20 ms until `stop` (at most 3000), in seconds, sorted.
+fn echo_rtts(
+    socks: SocketAddr,
+    echo: SocketAddr,
+    user: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    let Ok(mut s) = socks_connect(socks, echo, Some(user)) else {
+        return out;
+    };
+    let _ = s.set_nodelay(true);
+    let mut b = [0u8; 1];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && out.len() < 3000 {
+        let t = Instant::now();
+        if s.write_all(b"p").is_err() || s.read_exact(&mut b).is_err() {
+            break;
+        }
+        out.push(t.elapsed().as_secs_f64());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out.sort_by(f64::total_cmp);
+    out
 }
 
 /// `q`-quantile of sorted `v`.
@@ -153,10 +181,44 @@ struct Sample {
     ttfb_p99: f64,
     added_p50: f64,
     added_p99: f64,
+    /// One-byte echo round trips through the relay, alone and beside the load.
+    idle_rtt_p50: f64,
+    idle_rtt_p99: f64,
+    load_rtt_p50: f64,
+    load_rtt_p99: f64,
 }
 
-fn run_round(cli: &Cli, r: &Relay, http: SocketAddr, round: usize) -> Result<Sample> {
+fn run_round(
+    cli: &Cli,
+    r: &Relay,
+    http: SocketAddr,
+    echo: SocketAddr,
+    round: usize,
+) -> Result<Sample> {
     let n = cli.kb << 10;
+    // Round trips alone (50 pings, about a second), then beside the load.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let idle = {
+        let stop = stop.clone();
+        let socks = r.socks;
+        let user = format!("r{round}idle");
+        std::thread::spawn(move || {
+            let t = std::thread::spawn({
+                let stop = stop.clone();
+                move || echo_rtts(socks, echo, &user, &stop)
+            });
+            std::thread::sleep(Duration::from_millis(1500));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            t.join().unwrap_or_default()
+        })
+        .join()
+        .unwrap_or_default()
+    };
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let loaded = {
+        let (stop, socks, user) = (stop.clone(), r.socks, format!("r{round}load"));
+        std::thread::spawn(move || echo_rtts(socks, echo, &user, &stop))
+    };
     let lat0 = r
         .edge_metrics
         .map(|p| buckets(p, "edge_cluster_latency_seconds"))
@@ -179,6 +241,8 @@ fn run_round(cli: &Cli, r: &Relay, http: SocketAddr, round: usize) -> Result<Sam
     }
     let secs = t.elapsed().as_secs_f64();
     let c = Counters::read(&r.pids).minus(c0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let loaded = loaded.join().unwrap_or_default();
     if failed > 0 {
         bail!("{}: {failed} of {} streams failed", r.label, cli.circuits);
     }
@@ -204,10 +268,15 @@ fn run_round(cli: &Cli, r: &Relay, http: SocketAddr, round: usize) -> Result<Sam
         ttfb_p99: quantile(&ttfb, 0.99),
         added_p50,
         added_p99,
+        idle_rtt_p50: quantile(&idle, 0.5),
+        idle_rtt_p99: quantile(&idle, 0.99),
+        load_rtt_p50: quantile(&loaded, 0.5),
+        load_rtt_p99: quantile(&loaded, 0.99),
     };
     println!(
         "round {round}: {:<16} {:6.2} MB/s {:6.2} CPU ms/MB {:6.0} syscalls/MB {:6.0} ctxsw/MB \
-         {:5.1} circ/s TTFB p50 {:.3}s p99 {:.3}s added p50 ≤{} p99 ≤{}",
+         {:5.1} circ/s TTFB p50 {:.3}s p99 {:.3}s added p50 ≤{} p99 ≤{} echo RTT alone \
+         p50 {} p99 {}, beside the load p50 {} p99 {}",
         r.label,
         s.mb_per_s,
         s.cpu_ms_per_mb,
@@ -218,6 +287,10 @@ fn run_round(cli: &Cli, r: &Relay, http: SocketAddr, round: usize) -> Result<Sam
         s.ttfb_p99,
         ms(s.added_p50),
         ms(s.added_p99),
+        ms(s.idle_rtt_p50),
+        ms(s.idle_rtt_p99),
+        ms(s.load_rtt_p50),
+        ms(s.load_rtt_p99),
     );
     Ok(s)
 }
@@ -233,6 +306,7 @@ fn ms(secs: f64) -> String {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let http = start_http_server()?;
+    let echo = start_echo_server()?;
     println!("loadbench: building our binaries");
     tornet::build_our_binaries()?;
     let mut net = TorNet::start(&NetConfig {
@@ -313,7 +387,7 @@ fn main() -> Result<()> {
     let mut samples: Vec<Vec<Sample>> = relays.iter().map(|_| Vec::new()).collect();
     for round in 0..cli.rounds {
         for (k, r) in relays.iter().enumerate() {
-            samples[k].push(run_round(&cli, r, http, round)?);
+            samples[k].push(run_round(&cli, r, http, echo, round)?);
         }
     }
     println!(
@@ -347,6 +421,10 @@ fn main() -> Result<()> {
                 ttfb_p99: m(|x| x.ttfb_p99),
                 added_p50: m(|x| x.added_p50),
                 added_p99: m(|x| x.added_p99),
+                idle_rtt_p50: m(|x| x.idle_rtt_p50),
+                idle_rtt_p99: m(|x| x.idle_rtt_p99),
+                load_rtt_p50: m(|x| x.load_rtt_p50),
+                load_rtt_p99: m(|x| x.load_rtt_p99),
             }
         })
         .collect();
@@ -365,17 +443,36 @@ fn main() -> Result<()> {
             ms(s.added_p99)
         );
     }
+    println!(
+        "\none-byte echo round trips (circuit G → relay → X):\n{:<16} {:>10} {:>10} {:>12} {:>12}",
+        "relay", "alone p50", "alone p99", "loaded p50", "loaded p99"
+    );
+    for (r, s) in relays.iter().zip(&med) {
+        println!(
+            "{:<16} {:>10} {:>10} {:>12} {:>12}",
+            r.label,
+            ms(s.idle_rtt_p50),
+            ms(s.idle_rtt_p99),
+            ms(s.load_rtt_p50),
+            ms(s.load_rtt_p99)
+        );
+    }
     let c = &med[0];
     for (r, s) in relays.iter().zip(&med).skip(1) {
         println!(
             "{}: ours/C tor: MB/s {:.2}, CPU per MB {:.2}, syscalls per MB {:.2}, context \
-             switches per MB {:.2}, TTFB p99 {:.2}",
+             switches per MB {:.2}, TTFB p99 {:.2}; echo RTT minus C tor's: alone p50 {} \
+             p99 {}, loaded p50 {} p99 {}",
             r.label,
             s.mb_per_s / c.mb_per_s,
             s.cpu_ms_per_mb / c.cpu_ms_per_mb,
             s.syscalls_per_mb / c.syscalls_per_mb,
             s.ctx_per_mb / c.ctx_per_mb,
-            s.ttfb_p99 / c.ttfb_p99
+            s.ttfb_p99 / c.ttfb_p99,
+            ms(s.idle_rtt_p50 - c.idle_rtt_p50),
+            ms(s.idle_rtt_p99 - c.idle_rtt_p99),
+            ms(s.load_rtt_p50 - c.load_rtt_p50),
+            ms(s.load_rtt_p99 - c.load_rtt_p99),
         );
     }
     drop(ours);

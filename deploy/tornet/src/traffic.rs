@@ -56,6 +56,36 @@ fn serve(mut s: TcpStream) {
     }
 }
 
+/// Starts a TCP echo server on 127.0.0.1 (at most 256 connections, each echoed until it
+/// closes); returns its address. The threads live as long as the process.
+///
+/// # Errors
+/// When it cannot bind.
+pub fn start_echo_server() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for s in l.incoming().take(256) {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
 /// Opens a SOCKS5 stream to `target` (IPv4) through `socks`, within 60 s for each step.
 /// With `isolation`, it is sent as the username: a C tor client (IsolateSOCKSAuth, its
 /// default) puts streams with different usernames on different circuits.

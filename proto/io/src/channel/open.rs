@@ -70,17 +70,15 @@ impl ChannelPolicy {
         }
     }
 
-    /// The idle timeout for one channel to `peer`, with C tor's random spread.
-    fn idle_timeout(&self, peer: &Peer, rng: &mut impl Rng) -> Duration {
-        match peer {
-            Peer::Client => {
-                let base = self.client_idle.as_millis() as u64;
-                Duration::from_millis(base + rng.gen_range(0..=base / 2))
-            }
-            Peer::Relay(_) => {
-                let base = self.relay_idle.as_millis() as u64;
-                Duration::from_millis(base * 3 / 4 + rng.gen_range(0..=base / 2))
-            }
+    /// The idle timeout for one channel, to a relay or not, with C tor's random spread
+    /// (channelpadding.c `channelpadding_get_channel_idle_timeout`).
+    fn idle_timeout(&self, relay: bool, rng: &mut impl Rng) -> Duration {
+        if relay {
+            let base = self.relay_idle.as_millis() as u64;
+            Duration::from_millis(base * 3 / 4 + rng.gen_range(0..=base / 2))
+        } else {
+            let base = self.client_idle.as_millis() as u64;
+            Duration::from_millis(base + rng.gen_range(0..=base / 2))
         }
     }
 }
@@ -303,11 +301,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
             we_initiated: self.we_initiated,
             shared: shared.clone(),
         };
-        let idle = policy.idle_timeout(&handle.peer, &mut rand::thread_rng());
-        let peer_kind = match handle.peer {
-            Peer::Client => "client",
-            Peer::Relay(_) => "relay",
-        };
+        let relay = matches!(handle.peer, Peer::Relay(_));
+        let idle = policy.idle_timeout(relay, &mut rand::thread_rng());
+        let peer_kind = if relay { "relay" } else { "client" };
         let (keepalive, write_timeout) = (policy.keepalive, policy.write_timeout);
         handler.on_open(&handle);
         let me = handle.clone();
@@ -402,5 +398,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
             r
         });
         (handle, task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn idle_timeouts_spread_as_c_tor() {
+        let p = ChannelPolicy::c_tor_defaults(MemBudget::new(1 << 20));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (mut lo, mut hi) = (Duration::MAX, Duration::ZERO);
+        for _ in 0..2000 {
+            let r = p.idle_timeout(true, &mut rng);
+            assert!(r >= Duration::from_secs(45 * 60) && r <= Duration::from_secs(75 * 60));
+            lo = lo.min(r);
+            hi = hi.max(r);
+            let c = p.idle_timeout(false, &mut rng);
+            assert!(
+                c >= Duration::from_secs(180) && c <= Duration::from_secs(270),
+                "{c:?}"
+            );
+        }
+        // The spread is used, not a fixed value.
+        assert!(lo < Duration::from_secs(47 * 60) && hi > Duration::from_secs(73 * 60));
     }
 }
