@@ -23,6 +23,7 @@ use proto::{CircId, StreamId};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tornet::ours::{ClusterSpec, relay_keygen, start_cluster};
+use tornet::procstat::rss;
 use tornet::traffic::{body, fetch_via_socks, start_http_server};
 use tornet::{NetConfig, TorNet, http, wait_for};
 
@@ -42,17 +43,6 @@ type Tls = tornet::link::ClientTls;
 
 fn metric(port: u16, needle: &str) -> f64 {
     http::metric(SocketAddr::from(([127, 0, 0, 1], port)), needle)
-}
-
-/// Resident memory of `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 /// A link to our edge as an unauthenticated client; returns its stream and framing.
@@ -220,7 +210,7 @@ fn peers_that_stop_reading_do_not_stall_a_c_tor_client() {
         .iter()
         .map(|p| (p.name().to_owned(), p.pid().unwrap()))
         .collect();
-    let rss_before: Vec<u64> = pids.iter().map(|(_, pid)| rss(*pid)).collect();
+    let rss_before: Vec<u64> = pids.iter().map(|(_, pid)| rss(*pid).unwrap()).collect();
     let check_processes = |when: &str| {
         for ((name, pid), r0) in pids.iter().zip(&rss_before) {
             assert!(
@@ -228,7 +218,7 @@ fn peers_that_stop_reading_do_not_stall_a_c_tor_client() {
                 "{name} died {when}:\n{}",
                 cluster.logs(40)
             );
-            let r = rss(*pid);
+            let r = rss(*pid).unwrap();
             eprintln!(
                 "{name}: RSS {} MiB {when} ({} MiB before)",
                 r >> 20,

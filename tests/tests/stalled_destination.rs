@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tornet::ours::{ClusterSpec, relay_keygen, start_cluster};
+use tornet::procstat::rss;
 use tornet::traffic::{body, fetch_via_socks, socks_connect, start_http_server};
 use tornet::{NetConfig, TorNet, http, wait_for};
 
@@ -34,16 +35,6 @@ const UPLOADS: usize = 32;
 
 fn metric(port: u16, needle: &str) -> f64 {
     http::metric(SocketAddr::from(([127, 0, 0, 1], port)), needle)
-}
-
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 /// A destination that accepts every connection and never reads; the sockets stay open
@@ -178,14 +169,14 @@ fn a_destination_that_never_reads_holds_only_its_own_stream() {
     };
     let before = fetch("before").min(fetch("before, again"));
     let bound = before.max(Duration::from_secs(1)) * 2;
-    let rss0 = rss(worker_pid);
+    let rss0 = rss(worker_pid).unwrap();
     let check_worker = |when: &str| {
         assert!(
             tornet::process::pid_alive(worker_pid),
             "the worker died {when}:\n{}",
             cluster.logs(40)
         );
-        let r = rss(worker_pid);
+        let r = rss(worker_pid).unwrap();
         eprintln!(
             "worker RSS {} MiB {when} ({} MiB before)",
             r >> 20,

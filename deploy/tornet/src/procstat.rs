@@ -128,3 +128,17 @@ pub fn batch_histograms(ports: &[u16]) -> Vec<(String, f64, f64)> {
     }
     out
 }
+
+/// Resident memory of `pid` in bytes (`VmRSS` of /proc/PID/status); `None` when the
+/// process is gone or the file unreadable.
+pub fn rss(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+}
