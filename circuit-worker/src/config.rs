@@ -21,6 +21,10 @@ pub struct Config {
     /// Number of shard actors, each owning a share of the circuits. Default: `0`, meaning
     /// one per available core (see [`Config::effective_shards`]).
     pub shards: u32,
+    /// Threads of the I/O runtime (the edge links' gRPC and TLS, metrics); the shards and
+    /// their exit sockets run on threads of their own. Default: `0`, one per available
+    /// core.
+    pub io_threads: u32,
     /// Directory holding the relay key bundle (the ntor onion keys, current and previous).
     /// Default: `keys`, relative to the working directory.
     pub keys_dir: PathBuf,
@@ -58,6 +62,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             shards: 0,
+            io_threads: 0,
             keys_dir: PathBuf::from("keys"),
             grpc: Grpc::default(),
             exit_policy: vec!["reject *:*".to_owned()],

@@ -89,16 +89,13 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
         Command::Run(args) => {
             proto_io::init_tracing(&config.log.filter)?;
             let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(async {
-                    // Before anything is announced, so an early SIGTERM is a clean exit.
-                    let signals = ShutdownSignals::register()?;
-                    let metrics = proto_io::bind(metrics_addr, "metrics.listen").await?;
-                    let grpc = proto_io::bind(config.grpc.listen, "grpc.listen").await?;
-                    run(&config, Listeners { metrics, grpc }, signals.recv()).await
-                })
+            proto_io::runtime(config.io_threads)?.block_on(async {
+                // Before anything is announced, so an early SIGTERM is a clean exit.
+                let signals = ShutdownSignals::register()?;
+                let metrics = proto_io::bind(metrics_addr, "metrics.listen").await?;
+                let grpc = proto_io::bind(config.grpc.listen, "grpc.listen").await?;
+                run(&config, Listeners { metrics, grpc }, signals.recv()).await
+            })
         }
     }
 }

@@ -529,6 +529,7 @@ impl Shard {
             return;
         };
         metrics::gauge!("worker_circuits", "state" => "open").decrement(1.0);
+        tracing::debug!(?key, streams = e.streams.len(), "circuit closed");
         self.unindex(&key);
         if let Some(id) = e.extend.take() {
             self.extends.remove(&id);
@@ -613,6 +614,7 @@ impl Shard {
                 }
                 Action::CloseStream { stream } => {
                     if let Some(mut io) = e.streams.remove(&stream) {
+                        tracing::debug!(?key, stream = stream.0, "stream closed");
                         // The writer flushes what it holds (bounded by its timeout), then
                         // shuts the connection down.
                         io.write.close();
@@ -655,6 +657,7 @@ impl Shard {
                 },
             );
             metrics::gauge!("worker_streams").increment(1.0);
+            tracing::debug!(?key, stream = stream.0, "stream opening");
         }
         actix::spawn(async move {
             let dir = begin.is_none();
@@ -1022,6 +1025,7 @@ impl Handler<OomKill> for Shard {
                 out.push_destroy(&nl.tx, *nk, DestroyReason::ResourceLimit);
             }
             metrics::counter!("worker_oom_circuits_killed_total").increment(1);
+            tracing::debug!(?key, "circuit killed at the ceiling");
             self.close(key);
         }
         AtomicResponse::new(Box::pin(sends(out).into_actor(self)))
@@ -1046,6 +1050,9 @@ pub async fn oom_loop(budget: Arc<MemBudget>, shards: Vec<Addr<Shard>>) {
             }
         }
         held.sort_unstable_by_key(|h| h.0);
+        // What the circuits' queues hold; the rest of `before` is in queues whose stream
+        // has ended and whose writer is still flushing (bounded by its timeout).
+        let attributed: usize = held.iter().map(|h| h.1).sum();
         let mut victims: Vec<Vec<Key>> = vec![Vec::new(); shards.len()];
         let mut freed = 0usize;
         for (_, bytes, shard, key) in held {
@@ -1065,6 +1072,7 @@ pub async fn oom_loop(budget: Arc<MemBudget>, shards: Vec<Addr<Shard>>) {
             .increment(freed as u64);
         tracing::warn!(
             queued = before,
+            attributed,
             ceiling = budget.limit(),
             killed,
             freed,

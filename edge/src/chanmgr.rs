@@ -240,19 +240,16 @@ impl Drop for ForgetGate<'_> {
 struct Refuse;
 
 impl CellHandler for Refuse {
-    fn on_cell<'a>(
+    fn on_cells<'a>(
         &'a self,
         _chan: &'a ChannelHandle,
-        cell: proto::cell::ChanCell,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Option<proto::cell::ChanCell>, ChanError>>
-                + Send
-                + 'a,
-        >,
-    > {
+        cells: Vec<proto::cell::ChanCell>,
+    ) -> proto_io::channel::CellsFuture<'a> {
+        let cmd = cells
+            .first()
+            .map_or(proto::cell::ChanCmd::Padding, |c| c.cmd);
         Box::pin(std::future::ready(Err(ChanError::Unexpected {
-            cmd: cell.cmd,
+            cmd,
             state: "edge starting up",
         })))
     }

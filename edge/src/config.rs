@@ -28,6 +28,9 @@ pub struct Config {
     /// The relay's nickname in its descriptor (1–19 characters `[A-Za-z0-9]`).
     /// Default: `Unnamed`.
     pub nickname: String,
+    /// Threads of the runtime that runs the channels and worker links. Default: `0`, one
+    /// per available core.
+    pub io_threads: u32,
     /// The Tor-facing ORPort.
     pub orport: OrPort,
     /// Descriptor publication.
@@ -48,6 +51,7 @@ impl Default for Config {
             workers: Vec::new(),
             keys_dir: PathBuf::from("keys"),
             nickname: "Unnamed".to_owned(),
+            io_threads: 0,
             orport: OrPort::default(),
             directory: Directory::default(),
             limits: Limits::default(),

@@ -20,7 +20,9 @@ use proto::cell::{CELL_PAYLOAD_LEN, ChanCell, ChanCmd, circ_id_ok_from_peer};
 use proto::linkspec::{LinkSpec, check_extend_targets};
 use proto::{CircId, RsaIdentity};
 use proto_io::budget::MemBudget;
-use proto_io::channel::{CellHandler, ChanError, ChannelHandle, QueueError, link_level};
+use proto_io::channel::{
+    CellHandler, CellsFuture, ChanError, ChannelHandle, QueueError, link_level,
+};
 use proto_io::rpc;
 use tokio::sync::mpsc;
 
@@ -405,6 +407,12 @@ impl Router {
                     Some(ce.handle.clone())
                 })
             };
+            tracing::debug!(
+                channel = ck.channel,
+                circ = ck.circ_id,
+                known = handle.is_some(),
+                "DESTROY from the worker"
+            );
             if let Some(h) = handle {
                 let reason = d.destroy_reason();
                 metrics::counter!("edge_destroys_sent_total", "reason" => reason.name())
@@ -561,108 +569,162 @@ impl Router {
         )
     }
 
-    async fn forward(&self, worker: usize, chan: u64, cell: ChanCell) -> bool {
-        let Some(tx) = self.worker_tx(worker) else {
-            return false;
+    /// Where one cell from `chan` goes, decided under the channel table's lock (`t`):
+    /// a circuit's cells go to the worker it is pinned to; a new circuit is pinned here.
+    fn route(
+        &self,
+        t: &mut HashMap<u64, ChanEntry>,
+        chan: &ChannelHandle,
+        cell: ChanCell,
+    ) -> Result<Route, ChanError> {
+        let Some(cell) = link_level(cell)? else {
+            return Ok(Route::Drop);
         };
-        let msg = if cell.cmd == ChanCmd::Destroy {
-            rpc::EdgeToWorker {
-                destroys: vec![rpc::Destroy::from_cell(chan, &cell)],
-                ..Default::default()
-            }
-        } else {
-            let mut c = rpc::Cell::from_chan(chan, cell);
-            c.stamp = rpc::stamp_now();
-            rpc::EdgeToWorker {
-                cells: vec![c],
-                ..Default::default()
-            }
+        let circ = cell.circ_id.0;
+        let Some(ce) = t.get_mut(&chan.id) else {
+            return Ok(Route::Drop); // the channel is closing
         };
-        tx.send(msg).await.is_ok()
+        match (cell.cmd, ce.circuits.get(&circ).copied()) {
+            (ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2, None) => {
+                let wide = chan.link_version >= 4;
+                if !circ_id_ok_from_peer(cell.circ_id, wide, !chan.we_initiated) {
+                    if circ == 0 {
+                        return Ok(Route::Drop); // C tor ignores CREATE with id 0
+                    }
+                    return Ok(Route::Reply(ChanCell::destroy(
+                        cell.circ_id,
+                        DestroyReason::Protocol,
+                    )));
+                }
+                let Some(w) = self.pick_worker(chan.id, circ) else {
+                    metrics::counter!("edge_circuits_refused_total", "reason" => "no_worker")
+                        .increment(1);
+                    return Ok(Route::Reply(ChanCell::destroy(
+                        cell.circ_id,
+                        DestroyReason::ResourceLimit,
+                    )));
+                };
+                ce.insert(
+                    circ,
+                    Circ {
+                        worker: w,
+                        outbound: false,
+                    },
+                );
+                metrics::counter!("edge_circuits_created_total").increment(1);
+                Ok(Route::Forward {
+                    worker: w,
+                    cell,
+                    created: true,
+                })
+            }
+            // A reused id: C tor drops it; destroying would kill the live circuit.
+            (ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2, Some(_)) => Ok(Route::Drop),
+            (_, Some(c)) => {
+                if cell.cmd == ChanCmd::Destroy {
+                    ce.remove(circ);
+                    // The circuit is gone: what was queued for it is not sent.
+                    chan.clear_circuit(cell.circ_id);
+                }
+                Ok(Route::Forward {
+                    worker: c.worker,
+                    cell,
+                    created: false,
+                })
+            }
+            (_, None) => Ok(Route::Drop), // unknown circuit: drop
+        }
     }
 }
 
-impl CellHandler for Router {
-    fn on_cell<'a>(
-        &'a self,
-        chan: &'a ChannelHandle,
+/// What [`Router::route`] decided for one cell.
+enum Route {
+    /// Answer on the same channel (a refused CREATE).
+    Reply(ChanCell),
+    /// To the circuit's worker; `created` when this cell opened the circuit here.
+    Forward {
+        worker: usize,
         cell: ChanCell,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<ChanCell>, ChanError>> + Send + 'a>,
-    > {
+        created: bool,
+    },
+    /// Nothing to do.
+    Drop,
+}
+
+/// One burst's cells for one worker, and the circuits the burst opened there.
+struct WorkerBatch {
+    worker: usize,
+    msg: rpc::EdgeToWorker,
+    created: Vec<u32>,
+}
+
+impl CellHandler for Router {
+    /// The burst is routed under one lock of the channel table and leaves as one message
+    /// per worker, in order; if a worker's link is gone, the circuits the burst opened
+    /// there get DESTROY (RESOURCELIMIT).
+    fn on_cells<'a>(&'a self, chan: &'a ChannelHandle, cells: Vec<ChanCell>) -> CellsFuture<'a> {
         Box::pin(async move {
-            let Some(cell) = link_level(cell)? else {
-                return Ok(None);
-            };
-            let circ = cell.circ_id.0;
-            let pinned = lock(&self.channels)
-                .get(&chan.id)
-                .and_then(|ce| ce.circuits.get(&circ).copied());
-            match (cell.cmd, pinned) {
-                (ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2, None) => {
-                    let wide = chan.link_version >= 4;
-                    if !circ_id_ok_from_peer(cell.circ_id, wide, !chan.we_initiated) {
-                        if circ == 0 {
-                            return Ok(None); // C tor ignores CREATE with id 0
+            let mut replies = Vec::new();
+            let mut batches: Vec<WorkerBatch> = Vec::new();
+            let stamp = rpc::stamp_now();
+            {
+                let mut t = lock(&self.channels);
+                for cell in cells {
+                    let (worker, cell, created) = match self.route(&mut t, chan, cell)? {
+                        Route::Reply(r) => {
+                            replies.push(r);
+                            continue;
                         }
-                        return Ok(Some(ChanCell::destroy(
-                            cell.circ_id,
-                            DestroyReason::Protocol,
-                        )));
-                    }
-                    let Some(w) = self.pick_worker(chan.id, circ) else {
-                        metrics::counter!("edge_circuits_refused_total", "reason" => "no_worker")
-                            .increment(1);
-                        return Ok(Some(ChanCell::destroy(
-                            cell.circ_id,
-                            DestroyReason::ResourceLimit,
-                        )));
+                        Route::Drop => continue,
+                        Route::Forward {
+                            worker,
+                            cell,
+                            created,
+                        } => (worker, cell, created),
                     };
-                    let added = match lock(&self.channels).get_mut(&chan.id) {
-                        Some(ce) => {
-                            ce.insert(
-                                circ,
-                                Circ {
-                                    worker: w,
-                                    outbound: false,
-                                },
-                            );
-                            true
-                        }
-                        None => false,
-                    };
-                    if !added {
-                        return Ok(None); // the channel is closing
+                    let i = batches
+                        .iter()
+                        .position(|b| b.worker == worker)
+                        .unwrap_or_else(|| {
+                            batches.push(WorkerBatch {
+                                worker,
+                                msg: rpc::EdgeToWorker::default(),
+                                created: Vec::new(),
+                            });
+                            batches.len() - 1
+                        });
+                    let b = &mut batches[i];
+                    if created {
+                        b.created.push(cell.circ_id.0);
                     }
-                    metrics::counter!("edge_circuits_created_total").increment(1);
-                    if !self.forward(w, chan.id, cell).await {
-                        if let Some(ce) = lock(&self.channels).get_mut(&chan.id) {
+                    if cell.cmd == ChanCmd::Destroy {
+                        b.msg.destroys.push(rpc::Destroy::from_cell(chan.id, &cell));
+                    } else {
+                        let mut c = rpc::Cell::from_chan(chan.id, cell);
+                        c.stamp = stamp;
+                        b.msg.cells.push(c);
+                    }
+                }
+            }
+            for b in batches {
+                let sent = match self.worker_tx(b.worker) {
+                    Some(tx) => tx.send(b.msg).await.is_ok(),
+                    None => false,
+                };
+                if !sent && !b.created.is_empty() {
+                    let mut t = lock(&self.channels);
+                    for circ in b.created {
+                        if let Some(ce) = t.get_mut(&chan.id) {
                             ce.remove(circ);
                         }
-                        return Ok(Some(ChanCell::destroy(
+                        replies.push(ChanCell::destroy(
                             CircId(circ),
                             DestroyReason::ResourceLimit,
-                        )));
+                        ));
                     }
-                    Ok(None)
                 }
-                (ChanCmd::Create | ChanCmd::CreateFast | ChanCmd::Create2, Some(_)) => {
-                    // A reused id: C tor drops it; destroying would kill the live circuit.
-                    Ok(None)
-                }
-                (_, Some(c)) => {
-                    if cell.cmd == ChanCmd::Destroy {
-                        if let Some(ce) = lock(&self.channels).get_mut(&chan.id) {
-                            ce.remove(circ);
-                        }
-                        // The circuit is gone: what was queued for it is not sent.
-                        chan.clear_circuit(cell.circ_id);
-                    }
-                    self.forward(c.worker, chan.id, cell).await;
-                    Ok(None)
-                }
-                (_, None) => Ok(None), // unknown circuit: drop
             }
+            Ok(replies)
         })
     }
 

@@ -258,18 +258,11 @@ fn policy() -> proto_io::channel::ChannelPolicy {
 struct IgnoreCells;
 
 impl proto_io::channel::CellHandler for IgnoreCells {
-    fn on_cell<'a>(
+    fn on_cells<'a>(
         &'a self,
         _chan: &'a proto_io::channel::ChannelHandle,
-        _cell: proto::cell::ChanCell,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<Option<proto::cell::ChanCell>, proto_io::channel::ChanError>,
-                > + Send
-                + 'a,
-        >,
-    > {
-        Box::pin(std::future::ready(Ok(None)))
+        _cells: Vec<proto::cell::ChanCell>,
+    ) -> proto_io::channel::CellsFuture<'a> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
 }

@@ -39,6 +39,16 @@ struct Cli {
     /// Circuit workers in our cluster.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// An environment override for our processes, `NAME=VALUE` (repeatable), e.g.
+    /// `CIRCUIT_WORKER__IO_THREADS=2`.
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
 }
 
 struct Sample {
@@ -68,6 +78,7 @@ fn main() -> Result<()> {
     let mut spec = ClusterSpec::new("rustbench", &keys, net.authority_dir_addrs());
     spec.workers = cli.workers.max(1);
     spec.exit_policy = vec!["accept *:*".into()];
+    spec.extra_env.extend(cli.env.iter().cloned());
     let cluster = start_cluster(&net.scratch_dir("clusters")?, &spec)?;
     let g = net.relays[0].fingerprint.clone();
     let m = net.relays[1].fingerprint.clone();

@@ -297,6 +297,20 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The process's tokio runtime: `threads` worker threads, or one per available core when
+/// `threads` is 0. Every thread beyond the cores it can run on turns hand-offs between
+/// tasks into context switches, so small machines want few.
+///
+/// # Errors
+/// [`Error::Io`] when the runtime cannot start.
+pub fn runtime(threads: u32) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(usize::try_from(threads).unwrap_or(1));
+    }
+    Ok(b.enable_all().build()?)
+}
+
 /// Binds `addr` for the option named `option`, naming both in the error so an operator
 /// sees which setting to change.
 ///

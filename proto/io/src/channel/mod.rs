@@ -13,7 +13,9 @@
 
 mod open;
 
-pub use open::{CellHandler, ChannelHandle, ChannelPolicy, QueueError, link_level};
+pub use open::{
+    CellHandler, CellsFuture, ChannelHandle, ChannelPolicy, QueueError, READ_BURST, link_level,
+};
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -31,6 +33,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const OUR_VERSIONS: &[u16] = &[3, 4, 5];
 /// Largest cell on the wire: 4-byte id, command, 2-byte length, 65535-byte payload.
 const MAX_CELL: usize = 4 + 1 + 2 + 65535;
+/// Free space a read from the link asks for: one TLS record's plaintext (16 KiB).
+const READ_SPACE: usize = 16 * 1024;
 
 /// Why a channel ended.
 #[derive(Debug, thiserror::Error)]
@@ -481,6 +485,11 @@ impl<R: AsyncRead + Unpin> CellReader<R> {
     async fn read_cell(&mut self) -> Result<ChanCell, ChanError> {
         read_cell_from(&mut self.r, &self.codec, &mut self.rbuf, None).await
     }
+
+    /// The next cell if a whole one is buffered already (no I/O).
+    fn buffered_cell(&mut self) -> Result<Option<ChanCell>, ChanError> {
+        Ok(self.codec.decode(&mut self.rbuf)?)
+    }
 }
 
 async fn read_cell_from<R: AsyncRead + Unpin>(
@@ -498,7 +507,8 @@ async fn read_cell_from<R: AsyncRead + Unpin>(
             // Cannot happen with a correct decoder; refuse rather than grow.
             return Err(proto::Error::TooLarge("cell").into());
         }
-        rbuf.reserve(4096);
+        // Room for a whole TLS record's worth of cells, so one read can bring a burst.
+        rbuf.reserve(READ_SPACE);
         let read = match deadline {
             Some(d) => tokio::time::timeout_at(d, r.read_buf(rbuf))
                 .await

@@ -92,17 +92,21 @@ pub enum QueueError {
     Overflow(Overflow),
 }
 
+/// What [`CellHandler::on_cells`] returns: the cells to queue back on the channel.
+pub type CellsFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<ChanCell>, ChanError>> + Send + 'a>,
+>;
+
+/// Most cells handed to [`CellHandler::on_cells`] at once (a burst already read).
+pub const READ_BURST: usize = 64;
+
 /// What an open channel does with its cells.
 pub trait CellHandler: Send + Sync + 'static {
-    /// Handles one cell; `Some` is a cell to queue back on the same channel. An error
+    /// Handles a burst of cells read from `chan` together (in order, at most
+    /// [`READ_BURST`]), so that per-burst work (locks, messages to workers) is paid once a
+    /// burst, not once a cell. Returns cells to queue back on the same channel. An error
     /// closes the channel.
-    fn on_cell<'a>(
-        &'a self,
-        chan: &'a ChannelHandle,
-        cell: ChanCell,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<ChanCell>, ChanError>> + Send + 'a>,
-    >;
+    fn on_cells<'a>(&'a self, chan: &'a ChannelHandle, cells: Vec<ChanCell>) -> CellsFuture<'a>;
     /// The channel is open (called before its first cell).
     fn on_open(&self, _chan: &ChannelHandle) {}
     /// The channel has ended.
@@ -351,6 +355,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
                     }
                     sizes.record(cells.len() as f64);
                     for c in &cells {
+                        if c.cmd == ChanCmd::Destroy {
+                            tracing::debug!(chan = me.id, circ = c.circ_id.0, "DESTROY written");
+                        }
                         codec.encode(c, &mut out)?;
                     }
                     let write = async {
@@ -366,14 +373,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + TlsInfo + Send + 'static> Channel<S> {
                 }
             };
             let reader_loop = async {
+                let received = metrics::counter!("edge_cells_received_total");
                 loop {
-                    let cell = match reader.read_cell().await {
+                    let first = match reader.read_cell().await {
                         Ok(c) => c,
                         Err(ChanError::Closed) => return Ok(()),
                         Err(e) => return Err(e),
                     };
-                    metrics::counter!("edge_cells_received_total").increment(1);
-                    if let Some(reply) = handler.on_cell(&me, cell).await? {
+                    // Every whole cell that one read brought in goes to the handler together.
+                    let mut cells = Vec::with_capacity(8);
+                    cells.push(first);
+                    while cells.len() < READ_BURST {
+                        match reader.buffered_cell()? {
+                            Some(c) => cells.push(c),
+                            None => break,
+                        }
+                    }
+                    received.increment(cells.len() as u64);
+                    for reply in handler.on_cells(&me, cells).await? {
                         match me.queue(reply) {
                             Ok(()) => {}
                             Err(QueueError::Closed) => return Ok(()),
