@@ -305,7 +305,10 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
                     "false"
                 },
             )
-            .env("EDGE__LOG__FILTER", "info,edge=debug");
+            .env(
+                "EDGE__LOG__FILTER",
+                "info,edge=debug,proto_io::channel=debug",
+            );
         for (k, v) in spec
             .extra_env
             .iter()
