@@ -1037,10 +1037,16 @@ impl Handler<OomKill> for Shard {
 /// usage is under [`proto_io::budget::OOM_TARGET`] of it. Runs until the shards are gone.
 pub async fn oom_loop(budget: Arc<MemBudget>, shards: Vec<Addr<Shard>>) {
     loop {
-        budget.crossed().await;
+        // Woken by the crossing, and once a second in case usage is still over after the
+        // last round (what was killed frees its queues when its tasks have stopped).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), budget.crossed()).await;
         if !budget.is_over() {
             continue;
         }
+        tracing::debug!(
+            queued = budget.used(),
+            "over the ceiling: scanning the shards"
+        );
         let before = budget.used();
         let mut held = Vec::new();
         for (i, s) in shards.iter().enumerate() {
@@ -1067,6 +1073,16 @@ pub async fn oom_loop(budget: Arc<MemBudget>, shards: Vec<Addr<Shard>>) {
             if !keys.is_empty() && s.send(OomKill(keys)).await.is_err() {
                 return;
             }
+        }
+        if killed == 0 {
+            // All of it is in streams already ended and still flushing (bounded by their
+            // write timeout); checked again in a second.
+            tracing::debug!(
+                queued = before,
+                attributed,
+                "over the ceiling, nothing to end"
+            );
+            continue;
         }
         metrics::counter!("tor_relay_load_oom_bytes_total", "subsys" => "cell")
             .increment(freed as u64);
