@@ -1,9 +1,12 @@
 //! The worker side of the edge↔worker gRPC stream (`proto/io/rpc.proto`): one `Link` per
 //! edge. Incoming batches are split per shard (by rendezvous on the circuit key for new
 //! circuits, by the link's [`Routes`] for outbound circuits of extends) and handed to the
-//! shard actors with `send().await`, so a busy shard pushes back on its edge.
+//! shard actors without waiting for them to be handled: each batch holds one of the link's
+//! [`IN_FLIGHT`] slots until its shard has handled it, so the link's reader decodes the
+//! next message while the shards work, and a busy shard still pushes back on its edge.
 //!
-//! Invariants: a circuit's cells reach one shard, in order; a message that breaks the rpc
+//! Invariants: a circuit's cells reach one shard, in order (one reader per link puts them
+//! in the shards' mailboxes in arrival order); a message that breaks the rpc
 //! invariants (a link cell, an unknown command, a cell without a key) is counted and
 //! dropped, never handed on; when the link ends every shard drops that link's circuits
 //! (DESTROYing their other sides).
@@ -25,6 +28,8 @@ use crate::shard::{FromEdge, Link, Routes, Shard};
 
 /// Messages queued toward one edge before a shard has to wait.
 pub const EDGE_QUEUE: usize = 128;
+/// Batches of one link handed to shards and not yet handled.
+pub const IN_FLIGHT: usize = 4;
 
 /// The tonic service.
 #[derive(Debug)]
@@ -70,6 +75,7 @@ impl CircuitWorker for WorkerService {
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let shards = self.shards.clone();
         let (tx, rx) = mpsc::channel::<rpc::WorkerToEdge>(EDGE_QUEUE);
+        let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         metrics::gauge!("worker_edge_links").increment(1.0);
         tokio::spawn(async move {
             let link = Link {
@@ -128,14 +134,18 @@ impl CircuitWorker for WorkerService {
                     }
                 }
                 for (s, cells) in per_shard.into_iter().enumerate() {
-                    if !cells.is_empty() {
-                        let _ = shards[s]
-                            .send(FromEdge::Cells {
-                                link: link.clone(),
-                                cells,
-                            })
-                            .await;
+                    if cells.is_empty() {
+                        continue;
                     }
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        break; // never closed
+                    };
+                    // `do_send` passes the mailbox's capacity; the slots bound it instead.
+                    shards[s].do_send(FromEdge::Cells {
+                        link: link.clone(),
+                        cells,
+                        slot,
+                    });
                 }
                 for c in msg.closed {
                     link.routes.drop_channel(c.channel);

@@ -132,6 +132,9 @@ pub enum FromEdge {
         link: Link,
         /// The cells, each with the edge's channel and its stamp ([`rpc::Cell::stamp`]).
         cells: Vec<(u64, ChanCell, u32)>,
+        /// One of the link's in-flight slots, given back when the shard has handled the
+        /// cells and queued what they produced toward the edges.
+        slot: tokio::sync::OwnedSemaphorePermit,
     },
     /// An extend this shard asked for finished.
     ExtendResult {
@@ -799,12 +802,18 @@ impl Handler<FromEdge> for Shard {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: FromEdge, ctx: &mut Self::Context) -> Self::Result {
         let mut out = Out::default();
+        let mut slot = None;
         match msg {
-            FromEdge::Cells { link, cells } => {
+            FromEdge::Cells {
+                link,
+                cells,
+                slot: s,
+            } => {
                 for (channel, c, stamp) in cells {
                     out.stamp = (link.id, stamp);
                     self.on_cell(&link, channel, c, &mut out, ctx);
                 }
+                slot = Some(s);
             }
             FromEdge::ExtendResult { link, result } => {
                 self.extend_result(&link, result, &mut out, ctx);
@@ -824,7 +833,13 @@ impl Handler<FromEdge> for Shard {
                 }
             }
         }
-        AtomicResponse::new(Box::pin(sends(out).into_actor(self)))
+        AtomicResponse::new(Box::pin(
+            async move {
+                sends(out).await;
+                drop(slot);
+            }
+            .into_actor(self),
+        ))
     }
 }
 
