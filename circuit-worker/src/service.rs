@@ -140,7 +140,7 @@ impl CircuitWorker for WorkerService {
                     let Ok(slot) = slots.clone().acquire_owned().await else {
                         break; // never closed
                     };
-                    // `do_send` passes the mailbox's capacity; the slots bound it instead.
+                    // `do_send` ignores the mailbox's capacity; the slots bound it instead.
                     shards[s].do_send(FromEdge::Cells {
                         link: link.clone(),
                         cells,

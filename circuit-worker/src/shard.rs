@@ -1058,11 +1058,8 @@ pub async fn oom_loop(budget: Arc<MemBudget>, shards: Vec<Addr<Shard>>) {
         if !budget.is_over() {
             continue;
         }
-        tracing::debug!(
-            queued = budget.used(),
-            "over the ceiling: scanning the shards"
-        );
         let before = budget.used();
+        tracing::debug!(queued = before, "over the ceiling: scanning the shards");
         let mut held = Vec::new();
         for (i, s) in shards.iter().enumerate() {
             match s.send(OomScan).await {

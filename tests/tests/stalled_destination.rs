@@ -122,7 +122,7 @@ fn upload_until_closed(
 /// the client's guards through every other C relay sends one cell down each.
 fn wake_c_channels(net: &TorNet, client: usize) {
     let mut ctl = net.clients[client].control().unwrap();
-    let status = ctl.getinfo("circuit-status").unwrap_or_default();
+    let status = ctl.getinfo("circuit-status").unwrap();
     let mut guards: Vec<String> = status
         .lines()
         .filter_map(|l| l.split(' ').nth(2)?.split(',').next())
@@ -259,11 +259,10 @@ fn a_destination_that_never_reads_holds_only_its_own_stream() {
             Duration::from_secs(60),
             Duration::from_secs(2),
             || {
-                let now = sample();
-                let (written, queued) = now;
+                let now @ (written, queued) = sample();
                 let still = last == Some(now) && written > 0.0 && queued > 0.0;
                 last = Some(now);
-                still.then_some((queued, written))
+                still.then_some(now)
             },
         )
         .unwrap()
@@ -272,7 +271,7 @@ fn a_destination_that_never_reads_holds_only_its_own_stream() {
     // 1. One upload to the black hole: the stream ends on the write timeout.
     let timeouts0 = metric(worker_metrics, "worker_streams_write_timeouts_total");
     let one = std::thread::spawn(move || upload_until_closed(socks, hole, "one", limit));
-    let (queued, written) = stuck("the one upload to be stuck");
+    let (written, queued) = stuck("the one upload to be stuck");
     eprintln!(
         "one stuck upload holds {queued} bytes at the worker; {written} bytes went to the \
          destination's socket"
@@ -334,7 +333,7 @@ fn a_destination_that_never_reads_holds_only_its_own_stream() {
         );
     }
     eprintln!("circuits killed at the ceiling: {}", killed.unwrap());
-    let (queued, _) = stuck("the surviving uploads to be stuck");
+    let (_, queued) = stuck("the surviving uploads to be stuck");
     eprintln!("the stuck uploads hold {queued} bytes at the worker");
     assert!(
         queued <= CEILING as f64,
