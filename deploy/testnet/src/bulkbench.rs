@@ -43,6 +43,10 @@ struct Cli {
     /// `CIRCUIT_WORKER__IO_THREADS=2`.
     #[arg(long = "env", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Records a `perf` profile (software clock, DWARF call graphs) of our processes
+    /// during each of our transfers, into DIR/<position>-<round>.data.
+    #[arg(long, value_name = "DIR")]
+    perf: Option<std::path::PathBuf>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -61,6 +65,38 @@ struct Sample {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// `perf record` attached to `pids` until [`stop_perf`].
+fn start_perf(
+    dir: &std::path::Path,
+    label: &str,
+    round: usize,
+    pids: &[u32],
+) -> Result<std::process::Child> {
+    std::fs::create_dir_all(dir)?;
+    let pos = label.split(':').next().unwrap_or("ours");
+    let out = dir.join(format!("{pos}-{round}.data"));
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let child = std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "1000"])
+        .args(["--call-graph", "dwarf,8192", "-p", &pids.join(","), "-o"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf (Debian's linux-perf)")?;
+    // perf needs a moment to attach before the transfer starts.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
+}
+
+/// Stops a [`start_perf`] recording (SIGINT, as perf expects) and waits for it.
+fn stop_perf(mut p: std::process::Child) -> Result<()> {
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &p.id().to_string()])
+        .status();
+    p.wait()?;
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -151,11 +187,19 @@ fn main() -> Result<()> {
             } else {
                 Vec::new()
             };
+            let profile = match (&cli.perf, ours) {
+                (Some(dir), true) => Some(start_perf(dir, label, round, pids)?),
+                _ => None,
+            };
             let c0 = Counters::read(pids);
             let t = Instant::now();
-            let got = fetch_via_socks(socks, http, n, Duration::from_secs(600))?;
+            let got = fetch_via_socks(socks, http, n, Duration::from_secs(600));
             let secs = t.elapsed().as_secs_f64();
             let c = Counters::read(pids).minus(c0);
+            if let Some(p) = profile {
+                stop_perf(p)?;
+            }
+            let got = got?;
             if Sha256::digest(&got) != want {
                 bail!("{label}: the transfer's SHA-256 does not match");
             }
