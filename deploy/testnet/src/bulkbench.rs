@@ -67,35 +67,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// `perf record` attached to `pids` until [`stop_perf`].
+/// `perf record` attached to `pids`, writing DIR/<position>-<round>.data, until
+/// [`stop_perf`]; a [`tornet::Process`], so an early error cannot leave it running.
 fn start_perf(
     dir: &std::path::Path,
     label: &str,
     round: usize,
     pids: &[u32],
-) -> Result<std::process::Child> {
+) -> Result<(tornet::Process, std::path::PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let pos = label.split(':').next().unwrap_or("ours");
     let out = dir.join(format!("{pos}-{round}.data"));
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-    let child = std::process::Command::new("perf")
-        .args(["record", "-q", "-e", "cpu-clock", "-F", "1000"])
+    let mut cmd = std::process::Command::new("perf");
+    cmd.args(["record", "-q", "-e", "cpu-clock", "-F", "1000"])
         .args(["--call-graph", "dwarf,8192", "-p", &pids.join(","), "-o"])
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("starting perf (Debian's linux-perf)")?;
+        .arg(&out);
+    let perf = tornet::Process::spawn("perf", cmd, &dir.join("perf.log"))?;
     // perf needs a moment to attach before the transfer starts.
     std::thread::sleep(Duration::from_millis(500));
-    Ok(child)
+    Ok((perf, out))
 }
 
-/// Stops a [`start_perf`] recording (SIGINT, as perf expects) and waits for it.
-fn stop_perf(mut p: std::process::Child) -> Result<()> {
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &p.id().to_string()])
-        .status();
-    p.wait()?;
+/// Stops a [`start_perf`] recording: perf writes its data on SIGTERM (and exits by
+/// re-raising it, so its exit status says nothing); the file must be there afterwards.
+fn stop_perf((mut perf, out): (tornet::Process, std::path::PathBuf)) -> Result<()> {
+    perf.terminate(Duration::from_secs(60));
+    if !out.is_file() {
+        bail!("perf wrote no {}", out.display());
+    }
     Ok(())
 }
 
