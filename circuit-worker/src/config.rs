@@ -21,9 +21,11 @@ pub struct Config {
     /// Number of shard actors, each owning a share of the circuits. Default: `0`, meaning
     /// one per available core (see [`Config::effective_shards`]).
     pub shards: u32,
-    /// Threads of the I/O runtime (the edge links' gRPC and TLS, metrics); the shards and
-    /// their exit sockets run on threads of their own. Default: `0`, one per available
-    /// core.
+    /// Threads of the I/O runtime (the edge links' gRPC and TLS, metrics). With more than
+    /// one, the shards and their exit sockets run on threads of their own; with `1`,
+    /// everything (I/O, shards, exit sockets) runs on one thread, which saves the
+    /// cross-thread wakes when the worker shares a small machine. Default: `0`, one per
+    /// available core.
     pub io_threads: u32,
     /// Directory holding the relay key bundle (the ntor onion keys, current and previous).
     /// Default: `keys`, relative to the working directory.

@@ -89,13 +89,21 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
         Command::Run(args) => {
             proto_io::init_tracing(&config.log.filter)?;
             let metrics_addr = args.metrics_listen.unwrap_or(config.metrics.listen);
-            proto_io::runtime(config.io_threads)?.block_on(async {
+            let rt = proto_io::runtime(config.io_threads)?;
+            let serve = async {
                 // Before anything is announced, so an early SIGTERM is a clean exit.
                 let signals = ShutdownSignals::register()?;
                 let metrics = proto_io::bind(metrics_addr, "metrics.listen").await?;
                 let grpc = proto_io::bind(config.grpc.listen, "grpc.listen").await?;
                 run(&config, Listeners { metrics, grpc }, signals.recv()).await
-            })
+            };
+            if config.io_threads == 1 {
+                // One thread for everything: the runtime becomes the actix system, and
+                // `run` starts the shards on it (see `start_shards`).
+                actix_rt::System::with_tokio_rt(move || rt).block_on(serve)
+            } else {
+                rt.block_on(serve)
+            }
         }
     }
 }
@@ -109,12 +117,24 @@ pub struct Listeners {
     pub grpc: TcpListener,
 }
 
-/// Starts `n` shard actors, each on its own actix arbiter (thread), inside an actix
-/// system on a dedicated thread. Returns their addresses and the system (to stop it).
+/// Starts `n` shard actors and returns their addresses, plus the actix system to stop if
+/// this call made one.
+///
+/// Called on an actix arbiter (the one-thread worker, `io_threads = 1`), the shards run
+/// on that arbiter, beside the edge links' I/O: a batch from a link reader reaches its
+/// shard, and the shard's cells reach the link writer, without waking another thread.
+/// Otherwise each shard gets an arbiter (thread) of its own inside an actix system on a
+/// dedicated thread.
 fn start_shards(
     n: usize,
     cfg: std::sync::Arc<shard::ShardConfig>,
-) -> Result<(Vec<actix::Addr<shard::Shard>>, actix_rt::System), Error> {
+) -> Result<(Vec<actix::Addr<shard::Shard>>, Option<actix_rt::System>), Error> {
+    if actix_rt::Arbiter::try_current().is_some() {
+        let addrs = (0..n)
+            .map(|i| actix::Actor::start(shard::Shard::new(i as u64, cfg.clone())))
+            .collect();
+        return Ok((addrs, None));
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("actix-system".into())
@@ -130,7 +150,7 @@ fn start_shards(
                     })
                 })
                 .collect();
-            let _ = tx.send((addrs, system));
+            let _ = tx.send((addrs, Some(system)));
             let _ = runner.run();
         })?;
     rx.recv()
@@ -229,7 +249,9 @@ pub async fn run(
         }
         () = shutdown => {}
     }
-    system.stop();
+    if let Some(system) = system {
+        system.stop();
+    }
     tracing::info!("shutting down");
     Ok(())
 }

@@ -28,8 +28,9 @@ pub struct Config {
     /// The relay's nickname in its descriptor (1–19 characters `[A-Za-z0-9]`).
     /// Default: `Unnamed`.
     pub nickname: String,
-    /// Threads of the runtime that runs the channels and worker links. Default: `0`, one
-    /// per available core.
+    /// Threads of the runtime that runs the channels and worker links; `1` runs all of
+    /// them on one thread (no cross-thread wakes, best when the edge shares a small
+    /// machine). Default: `0`, one per available core.
     pub io_threads: u32,
     /// The Tor-facing ORPort.
     pub orport: OrPort,

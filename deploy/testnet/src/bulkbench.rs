@@ -12,7 +12,8 @@
 //! relay under test (all its processes and threads, from /proc/PID/{stat,io,task}) and the
 //! ratios ours / C tor, plus the mean batch sizes of our cluster (its `*_cells`
 //! histograms: cells per edge↔worker message and per TLS write). Run it from a release build:
-//! `cargo run --release -p testnet --bin bulkbench`.
+//! `cargo run --release -p testnet --bin bulkbench`. To measure an older build beside this
+//! one, point `TORNET_BIN_DIR` at a copy of its `edge`, `circuit-worker` and `dirauth`.
 
 use std::time::{Duration, Instant};
 
@@ -41,18 +42,12 @@ struct Cli {
     workers: usize,
     /// An environment override for our processes, `NAME=VALUE` (repeatable), e.g.
     /// `CIRCUIT_WORKER__IO_THREADS=2`.
-    #[arg(long = "env", value_parser = parse_env)]
+    #[arg(long = "env", value_parser = tornet::ours::parse_env_override)]
     env: Vec<(String, String)>,
     /// Records a `perf` profile (software clock, DWARF call graphs) of our processes
     /// during each of our transfers, into DIR/<position>-<round>.data.
     #[arg(long, value_name = "DIR")]
     perf: Option<std::path::PathBuf>,
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
 }
 
 struct Sample {

@@ -14,7 +14,9 @@
 //! latency our relay adds compared with C tor's. Rounds alternate between the relays;
 //! medians are printed with the ratios ours / C tor.
 //!
-//! Run it from a release build: `cargo run --release -p testnet --bin loadbench`.
+//! Run it from a release build: `cargo run --release -p testnet --bin loadbench`. To
+//! measure an older build beside this one, point `TORNET_BIN_DIR` at a copy of its `edge`,
+//! `circuit-worker` and `dirauth`.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -45,6 +47,10 @@ struct Cli {
     /// Worker counts of our clusters, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     workers: Vec<usize>,
+    /// An environment override for our processes, `NAME=VALUE` (repeatable), e.g.
+    /// `CIRCUIT_WORKER__IO_THREADS=2`.
+    #[arg(long = "env", value_parser = tornet::ours::parse_env_override)]
+    env: Vec<(String, String)>,
 }
 
 /// One stream's timings: time to first byte, and whether the body was complete and right.
@@ -326,6 +332,7 @@ fn main() -> Result<()> {
         let fp = relay_keygen(&keys)?;
         let mut spec = ClusterSpec::new(&name, &keys, net.authority_dir_addrs());
         spec.workers = w.max(1);
+        spec.extra_env.extend(cli.env.iter().cloned());
         let cluster = start_cluster(&net.scratch_dir("clusters")?, &spec)?;
         ours.push((w, fp, cluster));
     }

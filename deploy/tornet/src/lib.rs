@@ -829,14 +829,27 @@ impl Consensus {
     }
 }
 
+/// Environment variable naming a directory of prebuilt `edge`, `circuit-worker` and
+/// `dirauth` binaries to use instead of this workspace's (nothing is built then): a
+/// benchmark compares an older build with the current one this way.
+pub const BIN_DIR_ENV: &str = "TORNET_BIN_DIR";
+
 /// Path of one of our workspace binaries (`edge`, `circuit-worker`, `dirauth`), built
 /// into the same target directory as this test. Builds it (bounded) if missing, so
-/// `cargo test -p tests` works on its own.
+/// `cargo test -p tests` works on its own. With [`BIN_DIR_ENV`] set, the binary of that
+/// directory, which must exist.
 ///
 /// # Errors
-/// When the build fails.
+/// When the build fails, or [`BIN_DIR_ENV`] names a directory without the binary.
 pub fn our_binary(name: &str) -> Result<PathBuf> {
     static BUILD: Mutex<()> = Mutex::new(());
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let bin = PathBuf::from(dir).join(name);
+        if !bin.is_file() {
+            bail!("{BIN_DIR_ENV}: no {}", bin.display());
+        }
+        return Ok(bin);
+    }
     let profile_dir = profile_dir()?;
     let bin = profile_dir.join(name);
     let _guard = BUILD.lock().unwrap_or_else(PoisonError::into_inner);
@@ -868,9 +881,14 @@ fn profile_dir() -> Result<PathBuf> {
 /// the feature set the tests and `cargo run -p testnet` gave it, and nothing already
 /// built is compiled again (CI checks this with `cargo xtask one-build`).
 ///
+/// Does nothing when [`BIN_DIR_ENV`] is set.
+///
 /// # Errors
 /// When cargo fails.
 pub fn build_our_binaries() -> Result<()> {
+    if std::env::var_os(BIN_DIR_ENV).is_some() {
+        return Ok(());
+    }
     let release = profile_dir()?.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // The workspace this crate belongs to, wherever the caller runs from.

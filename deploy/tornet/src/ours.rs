@@ -160,6 +160,17 @@ pub struct ClusterSpec {
     pub extra_env: Vec<(String, String)>,
 }
 
+/// Parses one `NAME=VALUE` environment override (for [`ClusterSpec::extra_env`]), as the
+/// benchmarks' `--env` takes it.
+///
+/// # Errors
+/// A message naming the argument when it has no `=`.
+pub fn parse_env_override(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+}
+
 impl ClusterSpec {
     /// A cluster of `workers` workers and one edge, publishing to `authorities`.
     pub fn new(name: &str, keys_dir: &Path, authorities: Vec<SocketAddr>) -> Self {

@@ -299,15 +299,23 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The process's tokio runtime: `threads` worker threads, or one per available core when
 /// `threads` is 0. Every thread beyond the cores it can run on turns hand-offs between
-/// tasks into context switches, so small machines want few.
+/// tasks into context switches, so small machines want few. `threads = 1` is a
+/// current-thread runtime: every task, and the future the caller blocks on, runs on the
+/// calling thread, so no hand-off between tasks wakes another thread (a one-worker
+/// multi-thread runtime would still split the blocked-on future from its tasks).
 ///
 /// # Errors
 /// [`Error::Io`] when the runtime cannot start.
 pub fn runtime(threads: u32) -> Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(usize::try_from(threads).unwrap_or(1));
-    }
+    let mut b = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 0 {
+            b.worker_threads(usize::try_from(threads).unwrap_or(1));
+        }
+        b
+    };
     Ok(b.enable_all().build()?)
 }
 
