@@ -95,7 +95,16 @@ pub fn execute(cli: Cli, env: &HashMap<String, String>, out: &mut impl Write) ->
                 let signals = ShutdownSignals::register()?;
                 let metrics = proto_io::bind(metrics_addr, "metrics.listen").await?;
                 let grpc = proto_io::bind(config.grpc.listen, "grpc.listen").await?;
-                run(&config, Listeners { metrics, grpc }, signals.recv()).await
+                let unix = match &config.grpc.unix_listen {
+                    Some(p) => Some(proto_io::unix_link::bind(p, "grpc.unix_listen")?),
+                    None => None,
+                };
+                let listeners = Listeners {
+                    metrics,
+                    grpc,
+                    unix,
+                };
+                run(&config, listeners, signals.recv()).await
             };
             if config.io_threads == 1 {
                 // One thread for everything: the runtime becomes the actix system, and
@@ -115,6 +124,8 @@ pub struct Listeners {
     pub metrics: TcpListener,
     /// The gRPC service for edges.
     pub grpc: TcpListener,
+    /// The same service for edges on this host (`grpc.unix_listen`), if configured.
+    pub unix: Option<proto_io::unix_link::Listener>,
 }
 
 /// Starts `n` shard actors and returns their addresses, plus the actix system to stop if
@@ -212,12 +223,26 @@ pub async fn run(
         service::WorkerService::new(shards),
     )
     .max_decoding_message_size(64 << 20);
-    let server = tonic::transport::Server::builder()
-        // As the edges' side (edge::router::LINK_WINDOW): a few milliseconds in flight.
-        .initial_stream_window_size(Some(512 << 10))
-        .initial_connection_window_size(Some(512 << 10))
-        .tcp_nodelay(true)
-        .add_service(svc);
+    let builder = || {
+        tonic::transport::Server::builder()
+            // As the edges' side (edge::router::LINK_WINDOW): a few milliseconds in flight.
+            .initial_stream_window_size(Some(512 << 10))
+            .initial_connection_window_size(Some(512 << 10))
+            .tcp_nodelay(true)
+    };
+    let unix_server = builder().add_service(svc.clone());
+    let unix_server = async move {
+        match listeners.unix {
+            Some(l) => {
+                tracing::info!("gRPC listening on unix:{}", l.path().display());
+                unix_server
+                    .serve_with_incoming(proto_io::unix_link::incoming(l))
+                    .await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let server = builder().add_service(svc);
     let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match tls {
         Some(tls) => Box::pin(server.serve_with_incoming(proto_io::cluster_tls::incoming(
             listeners.grpc,
@@ -245,6 +270,11 @@ pub async fn run(
         r = server => {
             if let Err(e) = r {
                 tracing::error!("gRPC server failed: {e}");
+            }
+        }
+        r = unix_server => {
+            if let Err(e) = r {
+                tracing::error!("gRPC unix server failed: {e}");
             }
         }
         () = shutdown => {}
@@ -311,6 +341,7 @@ mod tests {
             Listeners {
                 metrics: TcpListener::bind("127.0.0.1:0").await.unwrap(),
                 grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                unix: None,
             },
             std::future::pending(),
         )
@@ -332,6 +363,7 @@ mod tests {
                 Listeners {
                     metrics: listener,
                     grpc,
+                    unix: None,
                 },
                 async {
                     let _ = stopped.await;

@@ -18,8 +18,9 @@ pub const ENV_PREFIX: &str = "EDGE";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// gRPC URLs of the circuit workers, e.g. `["https://worker-0:9201"]` (`http://` only
-    /// with `cluster_tls.insecure_plaintext`). Default: empty (no workers). As an
-    /// environment override, comma-separated.
+    /// with `cluster_tls.insecure_plaintext`), or `unix:PATH` for a worker on this host
+    /// serving `grpc.unix_listen` (no TLS; the socket admits only its owner's uid).
+    /// Default: empty (no workers). As an environment override, comma-separated.
     #[serde(deserialize_with = "proto_io::string_or_list")]
     pub workers: Vec<String>,
     /// Directory holding the relay key bundle (certificates and the Ed25519 signing key).

@@ -288,8 +288,13 @@ pub async fn run(
     for url in &config.workers {
         config.cluster_tls.check_url(url)?;
     }
-    // An edge without workers refuses every circuit and needs no link material.
-    let worker_tls = if config.workers.is_empty() {
+    // An edge without workers refuses every circuit, and one whose workers are all on
+    // Unix sockets dials no TLS: neither needs link material.
+    let worker_tls = if config
+        .workers
+        .iter()
+        .all(|u| proto_io::unix_link::socket_path(u).is_some())
+    {
         None
     } else {
         config

@@ -311,18 +311,27 @@ impl Router {
     }
 
     async fn run_worker_link(self: &Arc<Self>, i: usize, url: &str) -> Result<(), String> {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        let unix = proto_io::unix_link::socket_path(url);
+        // A Unix socket's URI only names the HTTP/2 authority.
+        let uri = if unix.is_some() { "http://worker" } else { url };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(uri.to_owned())
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .initial_stream_window_size(LINK_WINDOW)
             .initial_connection_window_size(LINK_WINDOW);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| e.to_string())?;
+        let chan = match unix {
+            Some(path) => proto_io::unix_link::connect(path, &endpoint).await,
+            None => {
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint
+                        .tls_config(tls.clone())
+                        .map_err(|e| e.to_string())?;
+                }
+                endpoint.connect().await
+            }
         }
-        let chan = endpoint.connect().await.map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
         let mut client = rpc::circuit_worker_client::CircuitWorkerClient::new(chan)
             .max_decoding_message_size(64 << 20);
         let (tx, rx) = mpsc::channel::<rpc::EdgeToWorker>(WORKER_QUEUE);

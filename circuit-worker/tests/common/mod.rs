@@ -21,6 +21,8 @@ use tokio_stream::StreamExt;
 pub struct TestWorker {
     /// Its gRPC port.
     pub addr: SocketAddr,
+    /// Its Unix socket (`grpc.unix_listen`).
+    pub unix: PathBuf,
     /// Its `/metrics`.
     pub metrics: SocketAddr,
     /// The cluster CA's directory.
@@ -46,6 +48,8 @@ impl TestWorker {
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
+        let unix_path = dirs.path().join("grpc.sock");
+        let unix = proto_io::unix_link::bind(&unix_path, "grpc.unix_listen").unwrap();
         let config = Config {
             keys_dir: keys,
             shards,
@@ -58,13 +62,19 @@ impl TestWorker {
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            run(&config, Listeners { metrics, grpc }, async {
+            let listeners = Listeners {
+                metrics,
+                grpc,
+                unix: Some(unix),
+            };
+            run(&config, listeners, async {
                 let _ = stopped.await;
             })
             .await
         });
         TestWorker {
             addr,
+            unix: unix_path,
             metrics: metrics_addr,
             ca,
             dirs,
@@ -160,6 +170,27 @@ impl Edge {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("connect: {e:?}"))?;
+        Edge::open(chan, name).await
+    }
+
+    /// Opens a link as the edge `name` on the worker's Unix socket `path` (no TLS).
+    ///
+    /// # Errors
+    /// The connection's or the call's failure, as text.
+    pub async fn try_connect_unix(path: &std::path::Path, name: &str) -> Result<Edge, String> {
+        let endpoint = tonic::transport::Endpoint::from_static("http://worker")
+            .connect_timeout(Duration::from_secs(5));
+        let chan = tokio::time::timeout(
+            Duration::from_secs(10),
+            proto_io::unix_link::connect(path, &endpoint),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect: {e:?}"))?;
+        Edge::open(chan, name).await
+    }
+
+    async fn open(chan: tonic::transport::Channel, name: &str) -> Result<Edge, String> {
         let mut client = rpc::circuit_worker_client::CircuitWorkerClient::new(chan);
         let (tx, rx) = mpsc::channel(64);
         tx.send(rpc::EdgeToWorker {

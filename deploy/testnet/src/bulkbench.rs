@@ -44,6 +44,10 @@ struct Cli {
     /// `CIRCUIT_WORKER__IO_THREADS=2`.
     #[arg(long = "env", value_parser = tornet::ours::parse_env_override)]
     env: Vec<(String, String)>,
+    /// Link our edge and workers over Unix sockets (`grpc.unix_listen`) instead of mutual
+    /// TLS over loopback TCP.
+    #[arg(long)]
+    unix_links: bool,
     /// Records a `perf` profile (software clock, DWARF call graphs) of our processes
     /// during each of our transfers, into DIR/<position>-<round>.data.
     #[arg(long, value_name = "DIR")]
@@ -110,6 +114,7 @@ fn main() -> Result<()> {
     spec.workers = cli.workers.max(1);
     spec.exit_policy = vec!["accept *:*".into()];
     spec.extra_env.extend(cli.env.iter().cloned());
+    spec.unix_links = cli.unix_links;
     let cluster = start_cluster(&net.scratch_dir("clusters")?, &spec)?;
     let g = net.relays[0].fingerprint.clone();
     let m = net.relays[1].fingerprint.clone();

@@ -51,6 +51,10 @@ struct Cli {
     /// `CIRCUIT_WORKER__IO_THREADS=2`.
     #[arg(long = "env", value_parser = tornet::ours::parse_env_override)]
     env: Vec<(String, String)>,
+    /// Link our edge and workers over Unix sockets (`grpc.unix_listen`) instead of mutual
+    /// TLS over loopback TCP.
+    #[arg(long)]
+    unix_links: bool,
 }
 
 /// One stream's timings: time to first byte, and whether the body was complete and right.
@@ -333,6 +337,7 @@ fn main() -> Result<()> {
         let mut spec = ClusterSpec::new(&name, &keys, net.authority_dir_addrs());
         spec.workers = w.max(1);
         spec.extra_env.extend(cli.env.iter().cloned());
+        spec.unix_links = cli.unix_links;
         let cluster = start_cluster(&net.scratch_dir("clusters")?, &spec)?;
         ours.push((w, fp, cluster));
     }

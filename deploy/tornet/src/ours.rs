@@ -158,6 +158,9 @@ pub struct ClusterSpec {
     pub or_port: Option<u16>,
     /// Extra environment for every process (`EDGE__…`, `CIRCUIT_WORKER__…`).
     pub extra_env: Vec<(String, String)>,
+    /// Edge↔worker links over Unix sockets (`grpc.unix_listen`) instead of mutual TLS
+    /// over loopback TCP.
+    pub unix_links: bool,
 }
 
 /// Parses one `NAME=VALUE` environment override (for [`ClusterSpec::extra_env`]), as the
@@ -184,6 +187,7 @@ impl ClusterSpec {
             authorities,
             or_port: None,
             extra_env: Vec::new(),
+            unix_links: false,
         }
     }
 }
@@ -240,13 +244,22 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
         let tls = cluster_cert(&ca_dir, "worker", &name, &dir.join("tls"))?;
         let grpc = free_port();
         let metrics = free_port();
-        urls.push(format!("https://127.0.0.1:{grpc}"));
         let mut cmd = Command::new(our_binary("circuit-worker")?);
+        cmd.env_clear();
+        if spec.unix_links {
+            let sock = dir.join("grpc.sock");
+            urls.push(format!("unix:{}", sock.display()));
+            cmd.env("CIRCUIT_WORKER__GRPC__UNIX_LISTEN", sock);
+        } else {
+            urls.push(format!("https://127.0.0.1:{grpc}"));
+        }
         cmd.arg("run")
-            .env_clear()
             .env("CIRCUIT_WORKER__KEYS_DIR", &spec.keys_dir)
             .env("CIRCUIT_WORKER__CLUSTER_TLS__DIR", &tls)
             .env("CIRCUIT_WORKER__SHARDS", "2")
+            // Every process of a test network shares a small machine with C tor's: one
+            // thread each (shards included), as C tor's main loop.
+            .env("CIRCUIT_WORKER__IO_THREADS", "1")
             .env("CIRCUIT_WORKER__GRPC__LISTEN", format!("127.0.0.1:{grpc}"))
             .env(
                 "CIRCUIT_WORKER__METRICS__LISTEN",
@@ -293,6 +306,7 @@ pub fn start_cluster(root: &Path, spec: &ClusterSpec) -> Result<RelayCluster> {
             .env("EDGE__KEYS_DIR", &spec.keys_dir)
             .env("EDGE__CLUSTER_TLS__DIR", &tls)
             .env("EDGE__NICKNAME", &spec.name)
+            .env("EDGE__IO_THREADS", "1")
             .env("EDGE__WORKERS", urls.join(","))
             .env("EDGE__ORPORT__LISTEN", format!("127.0.0.1:{listen}"))
             .env(

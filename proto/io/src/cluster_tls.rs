@@ -119,11 +119,15 @@ impl Settings {
     }
 
     /// Checks that `url` is a worker URL these settings can dial: `https://` with TLS,
-    /// `http://` without, so a URL never silently picks the other.
+    /// `http://` without, so a URL never silently picks the other; `unix:PATH` (a worker
+    /// on this host, [`crate::unix_link`]) either way.
     ///
     /// # Errors
     /// [`Error::Keys`] naming the URL and the fix.
     pub fn check_url(&self, url: &str) -> Result<()> {
+        if crate::unix_link::socket_path(url).is_some() {
+            return Ok(());
+        }
         let want = self.scheme();
         match url.split_once("://") {
             Some((scheme, _)) if scheme.eq_ignore_ascii_case(want) => Ok(()),
@@ -596,6 +600,8 @@ mod tests {
     fn urls_must_match_the_mode() {
         let tls = Settings::default();
         tls.check_url("https://w0:9201").unwrap();
+        tls.check_url("unix:/run/relay/w0.sock").unwrap();
+        assert!(tls.check_url("unix:").is_err());
         assert!(tls.check_url("http://w0:9201").is_err());
         assert!(tls.check_url("w0:9201").is_err());
         let plain = Settings {

@@ -21,6 +21,7 @@ pub mod cluster_tls;
 pub mod keydir;
 pub mod rpc;
 pub mod tls;
+pub mod unix_link;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
