@@ -186,6 +186,8 @@ struct Sample {
     cpu_ms_per_mb: f64,
     syscalls_per_mb: f64,
     ctx_per_mb: f64,
+    /// Mean time a thread of the relay waited for a CPU each time it was scheduled.
+    run_wait_ms: f64,
     circuits_per_s: f64,
     ttfb_p50: f64,
     ttfb_p99: f64,
@@ -273,6 +275,7 @@ fn run_round(
         cpu_ms_per_mb: c.cpu * 1000.0 / mb,
         syscalls_per_mb: c.syscalls / mb,
         ctx_per_mb: c.ctx_switches / mb,
+        run_wait_ms: c.run_delay * 1000.0 / c.ctx_switches.max(1.0),
         circuits_per_s: cli.circuits as f64 / ttfb.last().copied().unwrap_or(secs),
         ttfb_p50: quantile(&ttfb, 0.5),
         ttfb_p99: quantile(&ttfb, 0.99),
@@ -285,13 +288,14 @@ fn run_round(
     };
     println!(
         "round {round}: {:<16} {:6.2} MB/s {:6.2} CPU ms/MB {:6.0} syscalls/MB {:6.0} ctxsw/MB \
-         {:5.1} circ/s TTFB p50 {:.3}s p99 {:.3}s added p50 ≤{} p99 ≤{} echo RTT alone \
+         (run-queue wait {:.2} ms each) {:5.1} circ/s TTFB p50 {:.3}s p99 {:.3}s added p50 ≤{} p99 ≤{} echo RTT alone \
          p50 {} p99 {}, beside the load p50 {} p99 {}",
         r.label,
         s.mb_per_s,
         s.cpu_ms_per_mb,
         s.syscalls_per_mb,
         s.ctx_per_mb,
+        s.run_wait_ms,
         s.circuits_per_s,
         s.ttfb_p50,
         s.ttfb_p99,
@@ -428,6 +432,7 @@ fn main() -> Result<()> {
                 cpu_ms_per_mb: m(|x| x.cpu_ms_per_mb),
                 syscalls_per_mb: m(|x| x.syscalls_per_mb),
                 ctx_per_mb: m(|x| x.ctx_per_mb),
+                run_wait_ms: m(|x| x.run_wait_ms),
                 circuits_per_s: m(|x| x.circuits_per_s),
                 ttfb_p50: m(|x| x.ttfb_p50),
                 ttfb_p99: m(|x| x.ttfb_p99),

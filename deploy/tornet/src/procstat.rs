@@ -39,6 +39,9 @@ pub struct Counters {
     pub syscalls: f64,
     /// Voluntary and involuntary context switches of every thread.
     pub ctx_switches: f64,
+    /// Seconds every thread spent runnable but waiting for a CPU (the second field of
+    /// /proc/PID/task/TID/schedstat).
+    pub run_delay: f64,
 }
 
 impl Counters {
@@ -65,6 +68,13 @@ impl Counters {
                         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
                         .sum::<f64>();
                 }
+                if let Ok(st) = std::fs::read_to_string(t.path().join("schedstat")) {
+                    c.run_delay += st
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|ns| ns.parse::<f64>().ok())
+                        .map_or(0.0, |ns| ns / 1e9);
+                }
             }
         }
         c
@@ -76,6 +86,7 @@ impl Counters {
             cpu: self.cpu - o.cpu,
             syscalls: self.syscalls - o.syscalls,
             ctx_switches: self.ctx_switches - o.ctx_switches,
+            run_delay: self.run_delay - o.run_delay,
         }
     }
 }
