@@ -453,9 +453,36 @@ fn worker_server_name() -> ServerName<'static> {
 }
 
 /// What became of one incoming connection's handshake (the `result` label of
-/// `worker_link_handshakes_total`).
-fn count(result: &'static str) {
+/// `worker_link_handshakes_total`); the Unix-socket link counts its peer checks here too.
+pub(crate) fn count(result: &'static str) {
     metrics::counter!("worker_link_handshakes_total", "result" => result).increment(1);
+}
+
+/// The next connection `accept` yields, or `None` once `closed` completes (nobody reads
+/// the links any more). A failed accept (out of descriptors and the like) is logged and
+/// retried after a pause, so the loop does not spin. Shared by the TCP and Unix-socket
+/// link listeners.
+pub(crate) async fn next_connection<S, F>(
+    mut accept: impl FnMut() -> F,
+    closed: impl std::future::Future<Output = ()>,
+) -> Option<S>
+where
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
+    tokio::pin!(closed);
+    loop {
+        let r = tokio::select! {
+            r = accept() => r,
+            () = &mut closed => return None,
+        };
+        match r {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                tracing::debug!("gRPC accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Accepts TCP connections on `listener` and yields those whose mutual TLS handshake
@@ -472,19 +499,11 @@ pub fn incoming(
     let acceptor = TlsAcceptor::from(config);
     let pending = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
+        let listener = &listener;
         loop {
-            let sock = tokio::select! {
-                r = listener.accept() => r,
-                () = tx.closed() => return,
-            };
-            let sock = match sock {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tracing::debug!("gRPC accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let accept = move || async move { listener.accept().await.map(|(s, _)| s) };
+            let Some(sock) = next_connection(accept, tx.closed()).await else {
+                return;
             };
             if pending.load(Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES {
                 count("busy");

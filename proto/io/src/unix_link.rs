@@ -9,11 +9,11 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::cluster_tls::{count, next_connection};
 use crate::{Error, Result};
 
 /// Prefix of a worker URL that names a Unix socket: `unix:/run/relay/worker.sock`.
@@ -73,29 +73,17 @@ pub fn bind(path: &Path, option: &str) -> Result<Listener> {
     })
 }
 
-fn count(result: &'static str) {
-    metrics::counter!("worker_link_handshakes_total", "result" => result).increment(1);
-}
-
 /// Accepts connections on `listener` and yields those from a peer with the owner's uid.
 pub fn incoming(
     listener: Listener,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<UnixStream>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let socket = &listener.listener;
         loop {
-            let sock = tokio::select! {
-                r = listener.listener.accept() => r,
-                () = tx.closed() => return,
-            };
-            let sock = match sock {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tracing::debug!("gRPC unix accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let accept = move || async move { socket.accept().await.map(|(s, _)| s) };
+            let Some(sock) = next_connection(accept, tx.closed()).await else {
+                return;
             };
             match sock.peer_cred() {
                 Ok(c) if c.uid() == listener.owner => {
@@ -144,6 +132,7 @@ pub async fn connect(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn unix_urls_name_their_socket() {
